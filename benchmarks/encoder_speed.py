@@ -1,0 +1,121 @@
+"""Forward time of both full-size Qieemo encoders against wav2vec2-base.
+
+Each model goes from a 16 kHz waveform to the outputs of all its blocks:
+fbank + normalization + conformer encoder for the Qieemo backbones (random
+weights; speed does not depend on them), and transformers' ``Wav2Vec2Model``
+with its default config (the wav2vec2-base architecture of SpeechBrain's
+IEMOCAP recipe, random weights) for the reference. Everything is measured in
+the same run, in eval mode under ``torch.inference_mode``; the script prints
+the median over repeats and each backbone's speed-up over wav2vec2-base.
+
+Usage::
+
+    pip install -e ".[bench]"
+    python benchmarks/encoder_speed.py --threads 2
+"""
+
+import argparse
+import platform
+import statistics
+import time
+
+import torch
+
+from qieemo_sb.backbones import load_backbone
+
+SAMPLE_RATE = 16000
+
+
+def median_seconds(function, repeats: int, warmup: int = 2) -> float:
+    """Median wall time of ``function()`` over ``repeats`` runs after warm-up."""
+    for _ in range(warmup):
+        function()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def qieemo_forward(name: str, device: torch.device):
+    """Returns ``run(wav)`` for a packaged backbone: wav -> all block outputs."""
+    backbone = load_backbone(name)
+    compute_features, normalize = backbone["compute_features"], backbone["normalize"]
+    encoder = backbone["encoder"].to(device).eval()
+    # The global normalizer has no statistics before it has seen data.
+    normalize.to(device).train()
+    with torch.no_grad():
+        warm = torch.randn(1, SAMPLE_RATE, device=device)
+        normalize(compute_features(warm), torch.ones(1, device=device))
+    normalize.eval()
+
+    def run(wav):
+        lengths = torch.ones(wav.shape[0], device=device)
+        feats = normalize(compute_features(wav), lengths)
+        return encoder(feats, lengths)
+
+    return run, sum(p.numel() for p in encoder.parameters())
+
+
+def wav2vec2_forward(device: torch.device):
+    """Returns ``run(wav)`` for a randomly initialised wav2vec2-base."""
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+    model = Wav2Vec2Model(Wav2Vec2Config()).to(device).eval()
+
+    def run(wav):
+        return model(wav, output_hidden_states=True).hidden_states
+
+    return run, sum(p.numel() for p in model.parameters())
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--durations", type=float, nargs="+", default=[5.0, 30.0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    device = torch.device(args.device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    models = {
+        "backbone 1 (efficient_conformer)": qieemo_forward("efficient_conformer", device),
+        "backbone 2 (conformer)": qieemo_forward("conformer", device),
+        "wav2vec2-base (reference)": wav2vec2_forward(device),
+    }
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else (
+        f"{platform.processor() or platform.machine()}, {args.threads} threads"
+    )
+    print(f"torch {torch.__version__}, device: {where}, median of {args.repeats}")
+    timings = {}
+    with torch.inference_mode():
+        for duration in args.durations:
+            wav = torch.randn(1, int(duration * SAMPLE_RATE), device=device) * 0.1
+            for name, (run, _) in models.items():
+                def timed():
+                    run(wav)
+                    sync()
+
+                timings[name, duration] = median_seconds(timed, args.repeats)
+
+    reference = "wav2vec2-base (reference)"
+    header = f"| model | params | " + " | ".join(
+        f"{d:g} s clip (ms) | speed-up {d:g} s" for d in args.durations
+    ) + " |"
+    print(header)
+    print("|" + "---|" * (2 + 2 * len(args.durations)))
+    for name, (_, params) in models.items():
+        cells = []
+        for duration in args.durations:
+            seconds = timings[name, duration]
+            cells.append(f"{seconds * 1000:.1f}")
+            cells.append(f"{timings[reference, duration] / seconds:.2f}x")
+        print(f"| {name} | {params / 1e6:.1f}M | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+"""ASR encoders usable as Qieemo backbones; each returns an :class:`EncoderOutput`."""
+
+from qieemo_sb.encoders.conformer import ConformerEncoder, EncoderOutput
+
+__all__ = ["ConformerEncoder", "EncoderOutput"]

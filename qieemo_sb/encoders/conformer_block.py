@@ -1,0 +1,112 @@
+"""One conformer block (paper eqs 1-5), optionally downsampling by its conv module."""
+
+import torch
+from speechbrain.nnet.activations import Swish
+from speechbrain.nnet.attention import PositionalwiseFeedForward, RelPosMHAXL
+from torch import nn
+
+from qieemo_sb.encoders.convolution import ConvolutionModule
+from qieemo_sb.masking import ceil_div, lengths_to_padding_mask, masked_avg_pool1d
+
+
+class ConformerBlock(nn.Module):
+    """Macaron FFN, relative-position MHSA, convolution, FFN, final LayerNorm.
+
+    ``h = x + FFN1(x)/2; h = h + MHSA(h); h = h + Conv(h); H = LN(h + FFN2(h)/2)``
+    (eqs 1-5 of the paper). With ``stride > 1`` this is an Efficient Conformer
+    downsampling block: the depthwise convolution is strided and the residual
+    around it is average-pooled over valid frames with the same stride, so the
+    block's output (and everything after it) runs at a lower frame rate.
+
+    Arguments
+    ---------
+    d_model : int
+        Model dimension.
+    d_ffn : int
+        Hidden size of the two feed-forward modules.
+    nhead : int
+        Attention heads.
+    kernel_size : int
+        Depthwise convolution kernel.
+    stride : int
+        Time stride of the block (1: none).
+    dropout : float
+        Dropout of every sub-module.
+
+    Example
+    -------
+    >>> from speechbrain.nnet.attention import RelPosEncXL
+    >>> block = ConformerBlock(d_model=16, d_ffn=32, nhead=2, kernel_size=3, stride=2)
+    >>> x, lengths = torch.rand(2, 7, 16), torch.tensor([7, 3])
+    >>> out, out_lengths = block(x, lengths, RelPosEncXL(16).make_pe(7))
+    >>> out.shape, out_lengths.tolist()
+    (torch.Size([2, 4, 16]), [4, 2])
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        d_ffn: int,
+        nhead: int,
+        kernel_size: int = 15,
+        stride: int = 1,
+        dropout: float = 0.1,
+    ):
+        super().__init__()
+        self.stride = stride
+        self.ffn1 = self._feed_forward(d_model, d_ffn, dropout)
+        self.norm_mha = nn.LayerNorm(d_model)
+        self.mha = RelPosMHAXL(embed_dim=d_model, num_heads=nhead, dropout=dropout)
+        self.dropout_mha = nn.Dropout(dropout)
+        self.conv = ConvolutionModule(
+            d_model=d_model, kernel_size=kernel_size, stride=stride, dropout=dropout
+        )
+        self.ffn2 = self._feed_forward(d_model, d_ffn, dropout)
+        self.norm_out = nn.LayerNorm(d_model)
+
+    @staticmethod
+    def _feed_forward(d_model: int, d_ffn: int, dropout: float) -> nn.Sequential:
+        return nn.Sequential(
+            nn.LayerNorm(d_model),
+            PositionalwiseFeedForward(
+                d_ffn=d_ffn, input_size=d_model, dropout=dropout, activation=Swish
+            ),
+            nn.Dropout(dropout),
+        )
+
+    def forward(
+        self, x: torch.Tensor, lengths: torch.Tensor, pos_embs: torch.Tensor
+    ):
+        """Runs the block.
+
+        Arguments
+        ---------
+        x : torch.Tensor
+            ``[batch, time, d_model]``.
+        lengths : torch.Tensor
+            ``[batch]`` valid frame counts.
+        pos_embs : torch.Tensor
+            ``[1, 2 * time - 1, d_model]`` relative positional embeddings.
+
+        Returns
+        -------
+        out : torch.Tensor
+            ``[batch, ceil(time / stride), d_model]``, zero on padded frames.
+        lengths : torch.Tensor
+            ``[batch]`` valid frame counts of ``out``.
+        """
+        pad_mask = lengths_to_padding_mask(lengths, x.shape[1])
+        x = x + 0.5 * self.ffn1(x)
+        normed = self.norm_mha(x)
+        attended, _ = self.mha(
+            normed, normed, normed, key_padding_mask=pad_mask, pos_embs=pos_embs
+        )
+        x = x + self.dropout_mha(attended)
+        conv_out = self.conv(x, lengths)
+        if self.stride > 1:
+            x = masked_avg_pool1d(x, lengths, self.stride)
+            lengths = ceil_div(lengths, self.stride)
+        x = x + conv_out
+        x = self.norm_out(x + 0.5 * self.ffn2(x))
+        out_mask = lengths_to_padding_mask(lengths, x.shape[1])
+        return x.masked_fill(out_mask.unsqueeze(-1), 0.0), lengths

@@ -1,0 +1,127 @@
+"""Both backbones: padded-batch invariance, frame periods, sizes, fixed output structure."""
+
+import pytest
+import torch
+
+from qieemo_sb.backbones import load_backbone
+from qieemo_sb.encoders.conformer import EncoderOutput
+
+ALL_BACKBONES = ["efficient_conformer_tiny", "conformer_tiny", "efficient_conformer", "conformer"]
+FRAME_PERIODS_MS = {
+    "efficient_conformer": [20.0] * 3 + [40.0] * 4 + [80.0] * 5,
+    "conformer": [40.0] * 12,
+}
+
+
+@pytest.fixture(scope="module")
+def encoders():
+    torch.manual_seed(0)
+    built = {}
+    for name in ALL_BACKBONES:
+        encoder = load_backbone(name)["encoder"]
+        encoder.eval()
+        built[name] = encoder
+    return built
+
+
+@pytest.mark.parametrize("name", ALL_BACKBONES)
+def test_padded_batch_matches_one_by_one(encoders, name):
+    encoder = encoders[name]
+    # Odd lengths on purpose: they exercise every partial stride window.
+    lengths = [163, 97, 251]
+    feats = [torch.randn(n, 80) for n in lengths]
+    max_len = max(lengths)
+    batch = torch.zeros(len(lengths), max_len, 80)
+    for i, f in enumerate(feats):
+        batch[i, : f.shape[0]] = f
+        # Non-zero padding: the encoder must ignore whatever sits there.
+        batch[i, f.shape[0]:] = 3.0
+    rel = torch.tensor(lengths, dtype=torch.float) / max_len
+    with torch.no_grad():
+        batched = encoder(batch, rel)
+        singles = [encoder(f.unsqueeze(0), torch.ones(1)) for f in feats]
+    assert len(batched.hidden_states) == 12
+    for block in range(12):
+        for i, single in enumerate(singles):
+            n = int(single.lengths[block][0])
+            assert int(batched.lengths[block][i]) == n
+            assert single.hidden_states[block].shape[1] == n
+            diff = (batched.hidden_states[block][i, :n] - single.hidden_states[block][0]).abs().max()
+            assert diff <= 1e-4, f"{name} block {block + 1} utt {i}: {diff}"
+            padded = batched.hidden_states[block][i, n:]
+            assert padded.numel() == 0 or padded.abs().max() == 0
+
+
+@pytest.mark.parametrize("name", ALL_BACKBONES)
+def test_frame_periods_per_block(encoders, name):
+    encoder = encoders[name]
+    expected = FRAME_PERIODS_MS[name.replace("_tiny", "")]
+    assert encoder.frame_periods_ms == expected
+    # 4 s of 10 ms features: each block's frame count follows its period.
+    with torch.no_grad():
+        out = encoder(torch.randn(1, 400, 80), torch.ones(1))
+    assert [h.shape[1] for h in out.hidden_states] == [int(4000 // p) for p in expected]
+    assert [int(n) for n in out.lengths] == [int(4000 // p) for p in expected]
+
+
+@pytest.mark.parametrize("name", ["efficient_conformer", "conformer"])
+def test_full_size_parameter_count(encoders, name):
+    count = sum(p.numel() for p in encoders[name].parameters())
+    print(f"{name}: {count / 1e6:.2f}M encoder parameters")
+    assert 28e6 <= count <= 36e6
+
+
+def test_tiny_sizes(encoders):
+    for name in ["efficient_conformer_tiny", "conformer_tiny"]:
+        encoder = encoders[name]
+        assert encoder.d_model == 64 and len(encoder.blocks) == 12
+        assert sum(p.numel() for p in encoder.parameters()) < 2e6
+
+
+def test_output_structure_is_fixed_in_train_and_eval(encoders):
+    encoder = encoders["efficient_conformer_tiny"]
+    feats, rel = torch.randn(2, 120, 80), torch.tensor([1.0, 0.6])
+    for train in (True, False):
+        encoder.train(train)
+        out = encoder(feats, rel)
+        assert isinstance(out, EncoderOutput)
+        assert len(out.hidden_states) == len(out.lengths) == len(out.subsampling) == 12
+    encoder.eval()
+    assert out.subsampling == [2, 2, 2, 4, 4, 4, 4, 8, 8, 8, 8, 8]
+    assert out.lengths[-1].tolist() == [15, 9]
+
+
+def test_empty_utterance_is_a_clear_error(encoders):
+    with pytest.raises(ValueError, match="outside"):
+        encoders["conformer_tiny"](torch.randn(2, 50, 80), torch.tensor([1.0, 0.0]))
+
+
+def test_block_strides_must_match_block_count():
+    from qieemo_sb.encoders.conformer import ConformerEncoder
+
+    with pytest.raises(ValueError, match="block_strides"):
+        ConformerEncoder(d_model=16, num_blocks=3, d_ffn=32, nhead=2, block_strides=[1, 2])
+
+
+def test_backbone_yaml_errors():
+    with pytest.raises(ValueError, match="unknown backbone 'wav2vec'"):
+        load_backbone("wav2vec")
+    with pytest.raises(FileNotFoundError, match="missing.yaml"):
+        load_backbone("/nonexistent/missing.yaml")
+
+
+def test_tiny_backbone_learns():
+    """A few optimiser steps on a toy target lower the loss: gradients flow through every block."""
+    encoder = load_backbone("conformer_tiny", {"backbone": {"dropout": 0.0}})["encoder"]
+    feats = torch.randn(4, 80, 80)
+    target = torch.randn(4, 64)
+    optimizer = torch.optim.Adam(encoder.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(20):
+        out = encoder(feats, torch.ones(4))
+        loss = ((out.hidden_states[-1].mean(dim=1) - target) ** 2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        losses.append(loss.item())
+        optimizer.step()
+    assert losses[-1] < 0.8 * losses[0]
