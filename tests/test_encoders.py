@@ -112,7 +112,8 @@ def test_backbone_yaml_errors():
 
 def test_tiny_backbone_learns():
     """A few optimiser steps on a toy target lower the loss: gradients flow through every block."""
-    encoder = load_backbone("conformer_tiny", {"backbone": {"dropout": 0.0}})["encoder"]
+    encoder = load_backbone("conformer_tiny", {"dropout": 0.0})["encoder"]
+    assert encoder.blocks[0].dropout_mha.p == 0.0
     feats = torch.randn(4, 80, 80)
     target = torch.randn(4, 64)
     optimizer = torch.optim.Adam(encoder.parameters(), lr=1e-3)
