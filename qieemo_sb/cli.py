@@ -20,7 +20,9 @@ from typing import List, Optional
 from qieemo_sb import __version__
 
 #: subcommand name -> (module providing add_arguments/run, one-line help)
-SUBCOMMANDS = {}
+SUBCOMMANDS = {
+    "synth": ("qieemo_sb.data.synthetic", "generate the synthetic LibriSpeech and IEMOCAP corpora"),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
