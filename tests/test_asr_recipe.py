@@ -1,0 +1,122 @@
+"""Stage-1 ASR recipe: configs build at full size, tiny training learns, resume works."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from qieemo_sb.hparams_files import load_hparams
+from qieemo_sb.pretrained import load_exported_backbone, load_state_dict_strict
+
+RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "LibriSpeech" / "ASR"
+
+
+@pytest.fixture(scope="module")
+def libri_corpus(tmp_path_factory):
+    """Tiny synthetic LibriSpeech, 5x the utterances: 120 train, 30 dev, 30 test clips."""
+    from qieemo_sb.data.synthetic import generate
+
+    out = tmp_path_factory.mktemp("synth")
+    generate(out_dir=out, size="tiny", scale=5.0, corpora=["librispeech"], seed=0, progress=False)
+    return out / "LibriSpeech"
+
+
+def run_recipe(hparams, data_folder, output_folder, *extra, wait=True):
+    command = [
+        sys.executable, "train.py", f"hparams/{hparams}",
+        "--data_folder", str(data_folder), "--output_folder", str(output_folder),
+        "--device", "cpu", *extra,
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    if not wait:
+        return subprocess.Popen(command, cwd=RECIPE, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    result = subprocess.run(command, cwd=RECIPE, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    return result.stdout + result.stderr
+
+
+def epoch_lines(train_log):
+    """(epoch, steps, valid stats dict) for every epoch line of train_log.txt."""
+    rows = []
+    for line in Path(train_log).read_text().splitlines():
+        match = re.match(r"epoch: (\d+), lr: \S+, steps: (\d+) - ", line)
+        if match:
+            stats = dict(re.findall(r"valid (\w+): ([^,\s]+)", line))
+            rows.append((int(match.group(1)), int(match.group(2)), {k: float(v) for k, v in stats.items()}))
+    return rows
+
+
+@pytest.mark.parametrize("name", ["efficient_conformer", "conformer"])
+def test_full_size_recipe_builds_and_runs_forward(name):
+    hparams = load_hparams(RECIPE / "hparams" / f"{name}.yaml", "data_folder: /not/needed")
+    encoder_params = sum(p.numel() for p in hparams["encoder"].parameters())
+    model_params = sum(p.numel() for p in hparams["model"].parameters())
+    print(f"{name}: encoder {encoder_params / 1e6:.2f}M, whole ASR model {model_params / 1e6:.2f}M")
+    assert 28e6 <= encoder_params <= 36e6
+    assert hparams["output_neurons"] == 5000 and hparams["ctc_weight"] == 0.3
+    assert hparams["train_splits"] == ["train-clean-100", "train-clean-360", "train-other-500"]
+    wav = torch.randn(2, 16000) * 0.1
+    lengths = torch.tensor([1.0, 0.7])
+    with torch.no_grad():
+        feats = hparams["normalize"](hparams["compute_features"](wav), lengths)
+        out = hparams["encoder"](feats, lengths)
+        tokens = torch.randint(3, 5000, (2, 6))
+        hidden = hparams["decoder"](tokens, out.hidden_states[-1], out.lengths[-1])
+        assert hparams["seq_lin"](hidden).shape == (2, 6, 5000)
+        assert hparams["ctc_lin"](out.hidden_states[-1]).shape[-1] == 5000
+
+
+@pytest.mark.parametrize("name, last_subsampling", [("efficient_conformer_tiny", 8), ("conformer_tiny", 4)])
+def test_tiny_recipe_trains_evaluates_and_exports(libri_corpus, tmp_path, name, last_subsampling):
+    output = tmp_path / "run"
+    run_recipe(f"{name}.yaml", libri_corpus, output, "--debug")
+    rows = epoch_lines(output / "train_log.txt")
+    assert [epoch for epoch, _, _ in rows] == [1, 2]
+    assert {"loss", "ACC", "WER", "CER"} <= set(rows[-1][2])
+    assert (output / "wer_test-clean.txt").read_text().startswith("%WER")
+    assert "!include:" not in (output / "hyperparams.yaml").read_text()
+
+    # The stage-2 hand-off: the backbone YAML rebuilds the encoder, which loads strictly.
+    pretrained = output / "pretrained"
+    encoder = load_exported_backbone(pretrained)["encoder"]
+    load_state_dict_strict(encoder, pretrained / "encoder.ckpt")
+    assert encoder.subsampling[-1] == last_subsampling and encoder.d_model == 64
+    stats = torch.load(pretrained / "normalizer.ckpt")
+    assert stats["glob_mean"].shape == (80,) and stats["count"] > 0
+    assert (pretrained / "tokenizer.model").is_file()
+
+
+def test_interrupted_run_resumes_from_its_checkpoint(libri_corpus, tmp_path):
+    output = tmp_path / "run"
+    args = ("efficient_conformer_tiny.yaml", libri_corpus, output, "--number_of_epochs", "2", "--ckpt_interval_steps", "1")
+    process = run_recipe(*args, wait=False)
+    deadline = time.time() + 300
+    checkpoints = []
+    while time.time() < deadline and process.poll() is None:
+        checkpoints = [c for c in (output / "save").glob("CKPT+*") if (c / "brain.ckpt").is_file()]
+        if checkpoints:
+            time.sleep(1.0)  # let the checkpoint finish writing
+            break
+        time.sleep(0.2)
+    assert process.poll() is None, "the run ended before it could be interrupted"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (output / "pretrained").exists()
+    saved_step = max(
+        int(re.search(r"optimizer_step: (\d+)", (c / "brain.ckpt").read_text()).group(1))
+        for c in (output / "save").glob("CKPT+*") if (c / "brain.ckpt").is_file()
+    )
+    assert saved_step >= 1
+
+    log = run_recipe(*args)
+    assert "Loading a checkpoint from" in log
+    rows = epoch_lines(output / "train_log.txt")
+    assert [epoch for epoch, _, _ in rows] == [1, 2]  # each epoch once: no restart from zero
+    assert rows[-1][1] > saved_step
+    assert (output / "pretrained" / "encoder.ckpt").is_file()
