@@ -48,7 +48,7 @@ class ConvolutionModule(nn.Module):
         if kernel_size % 2 != 1:
             raise ValueError(f"kernel_size must be odd, got {kernel_size}")
         self.layer_norm = nn.LayerNorm(d_model)
-        self.pointwise_in = nn.Conv1d(d_model, 2 * d_model, kernel_size=1)
+        self.pointwise_in = nn.Linear(d_model, 2 * d_model)
         self.depthwise = nn.Conv1d(
             d_model,
             d_model,
@@ -70,9 +70,8 @@ class ConvolutionModule(nn.Module):
         ``lengths`` (``[batch]`` valid frame counts of ``x``) marks the frames
         zeroed before the depthwise convolution.
         """
-        out = self.layer_norm(x).transpose(1, 2)
-        out = nn.functional.glu(self.pointwise_in(out), dim=1)
+        out = nn.functional.glu(self.pointwise_in(self.layer_norm(x)), dim=-1)
         pad_mask = lengths_to_padding_mask(lengths, x.shape[1])
-        out = out.masked_fill(pad_mask.unsqueeze(1), 0.0)
-        out = self.depthwise(out).transpose(1, 2)
+        out = out.masked_fill(pad_mask.unsqueeze(-1), 0.0)
+        out = self.depthwise(out.transpose(1, 2)).transpose(1, 2)
         return self.after_conv(out)
