@@ -120,3 +120,19 @@ def test_interrupted_run_resumes_from_its_checkpoint(libri_corpus, tmp_path):
     assert [epoch for epoch, _, _ in rows] == [1, 2]  # each epoch once: no restart from zero
     assert rows[-1][1] > saved_step
     assert (output / "pretrained" / "encoder.ckpt").is_file()
+
+
+def test_attention_decoder_is_causal_and_ignores_padded_memory():
+    from qieemo_sb.modules.asr_decoder import AttentionDecoder
+
+    decoder = AttentionDecoder(vocab_size=10, d_model=16, nhead=2, num_layers=2, d_ffn=32, dropout=0.0).eval()
+    tokens = torch.randint(1, 10, (1, 6))
+    memory = torch.rand(1, 9, 16)
+    with torch.no_grad():
+        full = decoder(tokens, memory, torch.tensor([9]))
+        prefix = decoder(tokens[:, :3], memory, torch.tensor([9]))
+        padded_memory = torch.cat([memory[:, :5], torch.full((1, 4, 16), 50.0)], dim=1)
+        cut = decoder(tokens, memory[:, :5], torch.tensor([5]))
+        padded = decoder(tokens, padded_memory, torch.tensor([5]))
+    torch.testing.assert_close(full[:, :3], prefix, atol=1e-5, rtol=1e-5)  # no look-ahead
+    torch.testing.assert_close(cut, padded, atol=1e-5, rtol=1e-5)

@@ -89,7 +89,8 @@ class AttentionDecoder(nn.Module):
         hidden, _, cross_attentions = self.decoder(
             x,
             memory,
-            tgt_mask=get_lookahead_mask(tokens),
+            # Boolean like the padding masks (True = masked): PyTorch deprecates mixing types.
+            tgt_mask=torch.isinf(get_lookahead_mask(tokens)),
             tgt_key_padding_mask=token_padding,
             memory_key_padding_mask=lengths_to_padding_mask(
                 memory_lengths.long(), memory.shape[1]
