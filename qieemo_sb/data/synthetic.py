@@ -614,6 +614,25 @@ def _plural(noun: str) -> str:
     return noun + "s"
 
 
+#: Template slots filled by one word (or phrase) of a list; ``{nouns}``,
+#: ``{past}``, ``{base}``, ``{a_adj}`` and ``{quote}`` have rules of their own.
+WORD_SLOTS = {
+    "name": NAMES,
+    "noun": NOUNS,
+    "place": PLACES,
+    "adj": ADJECTIVES,
+    "intrans": INTRANSITIVE_PAST,
+    "adverb": ADVERBS,
+    "prep": PREPOSITIONS,
+    "time": TIMES,
+    "day": DAYS,
+    "number": NUMBERS,
+    "family": FAMILY,
+    "pron": PRONOUNS,
+    "feeling": FEELINGS,
+}
+
+
 def _fill(template: str, rng: np.random.Generator) -> str:
     """Fills a template's ``{slot}`` fields with words drawn from ``rng``."""
 
@@ -628,38 +647,14 @@ def _fill(template: str, rng: np.random.Generator) -> str:
             adj = pick(ADJECTIVES)
             return f"{_article(adj)} {adj}"
         base = re.sub(r"\d+$", "", key)
-        if base == "name":
-            return pick(NAMES)
-        if base == "noun":
-            return pick(NOUNS)
+        if base in WORD_SLOTS:
+            return pick(WORD_SLOTS[base])
         if base == "nouns":
             return _plural(pick(NOUNS))
-        if base == "place":
-            return pick(PLACES)
-        if base == "adj":
-            return pick(ADJECTIVES)
         if base == "past":
             return pick(VERBS)[1]
         if base == "base":
             return pick(VERBS)[0]
-        if base == "intrans":
-            return pick(INTRANSITIVE_PAST)
-        if base == "adverb":
-            return pick(ADVERBS)
-        if base == "prep":
-            return pick(PREPOSITIONS)
-        if base == "time":
-            return pick(TIMES)
-        if base == "day":
-            return pick(DAYS)
-        if base == "number":
-            return pick(NUMBERS)
-        if base == "family":
-            return pick(FAMILY)
-        if base == "pron":
-            return pick(PRONOUNS)
-        if base == "feeling":
-            return pick(FEELINGS)
         if base == "quote":
             # Conversational lines of every class, so that the ASR knows the
             # words of the IEMOCAP-like corpus.
@@ -745,20 +740,9 @@ def _words_of(templates: Sequence[str], slots: Sequence[str]) -> set:
 def neutral_words() -> set:
     """Every word neutral wording can produce (lower case)."""
     words = _words_of(NEUTRAL_TEMPLATES, ())
-    for seq in (
-        NAMES,
-        NOUNS,
-        PLACES,
-        ADJECTIVES,
-        INTRANSITIVE_PAST,
-        ADVERBS,
-        PREPOSITIONS,
-        TIMES,
-        DAYS,
-        NUMBERS,
-        FAMILY,
-        PRONOUNS,
-    ):
+    for slot, seq in WORD_SLOTS.items():
+        if slot == "feeling":  # feelings are emotion words, not neutral wording
+            continue
         for item in seq:
             words.update(w.lower() for w in item.split())
     for base, past in VERBS:
