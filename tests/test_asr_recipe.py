@@ -19,11 +19,15 @@ RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "LibriSpeech" / "ASR"
 
 @pytest.fixture(scope="module")
 def libri_corpus(tmp_path_factory):
-    """Tiny synthetic LibriSpeech, 5x the utterances: 120 train, 30 dev, 30 test clips."""
+    """The small corpus's 40 train speakers at 3 utterances per chapter: 240 train, 16 dev, 16 test clips.
+
+    Many voices and few utterances: an ASR trained on a handful of voices does
+    not generalise to the unseen dev speakers within a test's budget.
+    """
     from qieemo_sb.data.synthetic import generate
 
     out = tmp_path_factory.mktemp("synth")
-    generate(out_dir=out, size="tiny", scale=5.0, corpora=["librispeech"], seed=0, progress=False)
+    generate(out_dir=out, size="small", scale=0.12, corpora=["librispeech"], seed=0, progress=False)
     return out / "LibriSpeech"
 
 
@@ -70,6 +74,22 @@ def test_full_size_recipe_builds_and_runs_forward(name):
         hidden = hparams["decoder"](tokens, out.hidden_states[-1], out.lengths[-1])
         assert hparams["seq_lin"](hidden).shape == (2, 6, 5000)
         assert hparams["ctc_lin"](out.hidden_states[-1]).shape[-1] == 5000
+
+
+def test_tiny_training_lowers_dev_error_rate(libri_corpus, tmp_path):
+    """Ten epochs (370 steps, ~4 min on 2 cores) of the tiny backbone-1 recipe.
+
+    Measured when written: dev CER (CTC best path) 100.0 -> 79.6, dev loss
+    111 -> 87. The threshold leaves room for run-to-run variation.
+    """
+    output = tmp_path / "run"
+    run_recipe("efficient_conformer_tiny.yaml", libri_corpus, output, "--number_of_epochs", "10")
+    rows = epoch_lines(output / "train_log.txt")
+    assert [epoch for epoch, _, _ in rows] == list(range(1, 11))
+    first, last = rows[0][2], rows[-1][2]
+    print(f"dev CER {first['CER']:.1f} -> {last['CER']:.1f}, loss {first['loss']:.1f} -> {last['loss']:.1f}")
+    assert last["CER"] <= first["CER"] - 12, (first, last)
+    assert last["loss"] < 0.9 * first["loss"], (first, last)
 
 
 @pytest.mark.parametrize("name, last_subsampling", [("efficient_conformer_tiny", 8), ("conformer_tiny", 4)])
