@@ -74,6 +74,23 @@ def lengths_to_padding_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor
     return positions.unsqueeze(0) >= lengths.unsqueeze(1)
 
 
+def zero_padding(x: torch.Tensor, lengths: torch.Tensor, time_dim: int = 1) -> torch.Tensor:
+    """Sets the padded frames of ``x`` to zero; batch is axis 0, time ``time_dim``.
+
+    Example
+    -------
+    >>> zero_padding(torch.ones(2, 3), torch.tensor([3, 1]))
+    tensor([[1., 1., 1.],
+            [1., 0., 0.]])
+    >>> zero_padding(torch.ones(1, 2, 3, 1), torch.tensor([2]), time_dim=2).flatten().tolist()
+    [1.0, 1.0, 0.0, 1.0, 1.0, 0.0]
+    """
+    shape = [x.shape[0]] + [1] * (x.dim() - 1)
+    shape[time_dim] = x.shape[time_dim]
+    mask = lengths_to_padding_mask(lengths, x.shape[time_dim])
+    return x.masked_fill(mask.view(shape), 0.0)
+
+
 def ceil_div(lengths: torch.Tensor, factor: int) -> torch.Tensor:
     """Length after a stride-``factor`` step that keeps a partial last window.
 
@@ -115,9 +132,7 @@ def masked_avg_pool1d(
     tensor([[2., 5., 0.]])
     """
     if factor == 1:
-        return x.masked_fill(
-            lengths_to_padding_mask(lengths, x.shape[1]).unsqueeze(-1), 0.0
-        )
+        return zero_padding(x, lengths)
     batch, time, features = x.shape
     out_time = -(-time // factor)
     valid = (~lengths_to_padding_mask(lengths, time)).to(x.dtype)

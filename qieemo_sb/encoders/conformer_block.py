@@ -6,7 +6,12 @@ from speechbrain.nnet.attention import PositionalwiseFeedForward, RelPosMHAXL
 from torch import nn
 
 from qieemo_sb.encoders.convolution import ConvolutionModule
-from qieemo_sb.masking import ceil_div, lengths_to_padding_mask, masked_avg_pool1d
+from qieemo_sb.masking import (
+    ceil_div,
+    lengths_to_padding_mask,
+    masked_avg_pool1d,
+    zero_padding,
+)
 
 
 class ConformerBlock(nn.Module):
@@ -108,5 +113,4 @@ class ConformerBlock(nn.Module):
             lengths = ceil_div(lengths, self.stride)
         x = x + conv_out
         x = self.norm_out(x + 0.5 * self.ffn2(x))
-        out_mask = lengths_to_padding_mask(lengths, x.shape[1])
-        return x.masked_fill(out_mask.unsqueeze(-1), 0.0), lengths
+        return zero_padding(x, lengths), lengths

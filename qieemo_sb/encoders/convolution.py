@@ -4,7 +4,7 @@ import torch
 from speechbrain.nnet.activations import Swish
 from torch import nn
 
-from qieemo_sb.masking import lengths_to_padding_mask
+from qieemo_sb.masking import zero_padding
 
 
 class ConvolutionModule(nn.Module):
@@ -71,7 +71,6 @@ class ConvolutionModule(nn.Module):
         zeroed before the depthwise convolution.
         """
         out = nn.functional.glu(self.pointwise_in(self.layer_norm(x)), dim=-1)
-        pad_mask = lengths_to_padding_mask(lengths, x.shape[1])
-        out = out.masked_fill(pad_mask.unsqueeze(-1), 0.0)
+        out = zero_padding(out, lengths)
         out = self.depthwise(out.transpose(1, 2)).transpose(1, 2)
         return self.after_conv(out)

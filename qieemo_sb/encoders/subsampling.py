@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from qieemo_sb.masking import ceil_div, lengths_to_padding_mask
+from qieemo_sb.masking import ceil_div, zero_padding
 
 
 class Conv2dSubsampling(nn.Module):
@@ -82,9 +82,7 @@ class Conv2dSubsampling(nn.Module):
         """
         x = feats.unsqueeze(1)  # [B, 1, T, F]
         for conv in self.convs:
-            pad_mask = lengths_to_padding_mask(lengths, x.shape[2])
-            x = x.masked_fill(pad_mask[:, None, :, None], 0.0)
-            x = torch.relu(conv(x))
+            x = torch.relu(conv(zero_padding(x, lengths, time_dim=2)))
             lengths = ceil_div(lengths, 2)
         batch, channels, time, freq = x.shape
         x = x.permute(0, 2, 1, 3).reshape(batch, time, channels * freq)

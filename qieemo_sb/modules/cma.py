@@ -6,7 +6,7 @@ from typing import Tuple
 import torch
 from torch import nn
 
-from qieemo_sb.masking import lengths_to_padding_mask
+from qieemo_sb.masking import lengths_to_padding_mask, zero_padding
 
 
 class CrossModalAttention(nn.Module):
@@ -84,6 +84,4 @@ class CrossModalAttention(nn.Module):
 
         first, first_weights = attend(self.query(emotion))
         output, second_weights = attend(first)
-        query_pad = lengths_to_padding_mask(emotion_lengths, emotion.shape[1])
-        output = output.masked_fill(query_pad.unsqueeze(-1), 0.0)
-        return output, (first_weights, second_weights)
+        return zero_padding(output, emotion_lengths), (first_weights, second_weights)

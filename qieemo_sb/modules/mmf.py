@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from qieemo_sb.encoders.conformer import EncoderOutput
-from qieemo_sb.masking import ceil_div, lengths_to_padding_mask, masked_avg_pool1d
+from qieemo_sb.masking import ceil_div, masked_avg_pool1d, zero_padding
 
 
 class MultiBlockFusion(nn.Module):
@@ -163,12 +163,8 @@ class MultiBlockFusion(nn.Module):
         weights = self.block_weights
         x = torch.stack([w * h for w, h in zip(weights, aligned)], dim=1)
         for conv, t_stride in zip(self.convs, self.time_strides):
-            pad_mask = lengths_to_padding_mask(lengths, x.shape[2])
-            x = x.masked_fill(pad_mask[:, None, :, None], 0.0)
-            x = self.dropout(torch.relu(conv(x)))
+            x = self.dropout(torch.relu(conv(zero_padding(x, lengths, time_dim=2))))
             lengths = ceil_div(lengths, t_stride)
         batch, channels, time, features = x.shape
         x = x.permute(0, 2, 1, 3).reshape(batch, time, channels * features)
-        emotion = self.dropout(self.projection(x))
-        pad_mask = lengths_to_padding_mask(lengths, time)
-        return emotion.masked_fill(pad_mask.unsqueeze(-1), 0.0), lengths
+        return zero_padding(self.dropout(self.projection(x)), lengths), lengths
