@@ -10,9 +10,11 @@
                           encoder: compute_features, normalize, encoder, ...
         export.json       what is in the folder and where it came from
 
-Stage 2 ``!include``s ``backbone.yaml`` and loads the two checkpoints with
-:func:`load_state_dict_strict`: a missing, unexpected or mis-shaped key is an
-error naming it, never a silent partial load.
+Stage 2 builds the encoder from its own backbone YAML (the package's file,
+or this ``backbone.yaml``) and its Pretrainer loads the two checkpoints with
+:func:`load_state_dict_strict` and :func:`load_normalizer_strict`: a missing,
+unexpected or mis-shaped key (another backbone or size) is an error naming
+it, never a silent partial load.
 
 Example
 -------
@@ -75,6 +77,32 @@ def load_state_dict_strict(module: nn.Module, path: Union[str, Path]) -> None:
             + "; was it saved from another backbone or size?"
         )
     module.load_state_dict(state, strict=True)
+
+
+NORMALIZER_STATS = ("count", "glob_mean", "glob_std")
+
+
+def load_normalizer_strict(normalizer: nn.Module, path: Union[str, Path]) -> None:
+    """Loads stage-1 global statistics into a SpeechBrain ``InputNormalization``.
+
+    A Pretrainer transfer hook: the file must hold the statistics of a
+    normalizer that has seen data (``count > 0``), else a ValueError naming it.
+    Whether the statistics keep updating is the caller's choice (stage 2 keeps
+    the normalizer in eval mode, so they do not).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"normalizer statistics not found: {path}")
+    stats = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(stats, dict) or any(key not in stats for key in NORMALIZER_STATS):
+        found = sorted(stats) if isinstance(stats, dict) else type(stats).__name__
+        raise ValueError(
+            f"{path} is not a global normalizer's statistics: expected keys "
+            f"{list(NORMALIZER_STATS)}, found {found}"
+        )
+    if int(stats["count"]) <= 0 or stats["glob_mean"].numel() == 0:
+        raise ValueError(f"{path}: the normalizer statistics are empty (count 0)")
+    normalizer._load_statistics_dict(stats)
 
 
 def backbone_yaml_from_resolved(resolved_hparams_text: str) -> str:
@@ -162,3 +190,27 @@ def load_exported_backbone(folder: Union[str, Path]) -> dict:
         )
     with open(path, encoding="utf-8") as stream:
         return load_hyperpyyaml(stream)
+
+
+def check_exported_folder(folder: Union[str, Path], *, need_encoder: bool = True) -> Path:
+    """The stage-1 ``pretrained`` folder, or a FileNotFoundError saying what is wrong.
+
+    Arguments
+    ---------
+    folder : str or Path
+        What the user gave as the stage-1 output.
+    need_encoder : bool
+        Whether ``encoder.ckpt`` must be there (the normalizer always must).
+    """
+    folder = Path(folder)
+    needed = [NORMALIZER_FILE] + ([ENCODER_FILE] if need_encoder else [])
+    missing = [name for name in needed if not (folder / name).is_file()]
+    if not missing:
+        return folder
+    hint = ""
+    if all((folder / "pretrained" / name).is_file() for name in needed):
+        hint = f"; the stage-1 run's export is {folder / 'pretrained'}"
+    raise FileNotFoundError(
+        f"{folder} is not a stage-1 'pretrained' folder: {', '.join(missing)} missing "
+        f"(recipes/LibriSpeech/ASR writes <output_folder>/pretrained){hint}"
+    )

@@ -1,0 +1,103 @@
+#!/usr/bin/env python3
+"""Layer probe of the stage-1 encoder (paper Table I): emotion WA of each block.
+
+    python probe.py hparams/qieemo.yaml --data_folder /path/IEMOCAP_full_release \
+        --pretrained_asr /path/to/stage1/output/pretrained
+
+The frozen encoder runs once per utterance; every block's output is
+mean-pooled and cached (``<probe_folder>/block_features.pt``). Then, for each
+block and fold, a probe Linear(probe_hidden) -> ReLU -> Linear(n_classes) is
+trained on the fold's training utterances, kept at its best validation WA and
+tested. ``<probe_folder>`` (default ``<experiment_folder>/probe``) gets
+probe_results.json, probe_results.md and probe_wa.png.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import speechbrain as sb
+import torch
+
+from qieemo_sb.metrics import aggregate_folds
+from qieemo_sb.plots import plot_block_scores
+from qieemo_sb.pretrained import check_exported_folder
+from qieemo_sb.probe import extract_block_features, probe_table, train_probe
+from qieemo_sb.hparams_files import load_hparams
+from train import prepare_manifests
+
+
+def read_fold(folder, labels):
+    """{split: (ids, class indices)} and {id: (wav, duration)} of one fold."""
+    splits, audio = {}, {}
+    for split in ("train", "valid", "test"):
+        entries = json.loads(Path(folder, f"{split}.json").read_text(encoding="utf-8"))
+        splits[split] = (list(entries), torch.tensor([labels.index(e["emo"]) for e in entries.values()]))
+        audio.update({utt: (e["wav"], e["duration"]) for utt, e in entries.items()})
+    return splits, audio
+
+
+def main(argv):
+    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    hparams = load_hparams(hparams_file, overrides)
+    check_exported_folder(hparams["pretrained_asr"], need_encoder=hparams["load_pretrained_encoder"])
+    folder = Path(hparams["probe_folder"])
+    folds, labels = hparams["folds"], list(hparams["labels"])
+    prepare_manifests(hparams, folds, folder / "manifests")
+    hparams["pretrainer"].set_collect_in(folder / "pretrained_asr")
+    hparams["pretrainer"].collect_files()
+    hparams["pretrainer"].load_collected()
+
+    fold_data, audio = {}, {}
+    for fold in folds:
+        fold_data[fold], fold_audio = read_fold(folder / "manifests" / f"fold_{fold}", labels)
+        audio.update(fold_audio)
+    features = extract_block_features(
+        {utt: wav for utt, (wav, _) in audio.items()},
+        compute_features=hparams["compute_features"],
+        normalize=hparams["normalize"],
+        encoder=hparams["encoder"],
+        sample_rate=hparams["sample_rate"],
+        cache_file=folder / "block_features.pt",
+        durations={utt: duration for utt, (_, duration) in audio.items()},
+        device=run_opts.get("device", "cpu"),
+    )
+    num_blocks = next(iter(features.values())).shape[0]
+    blocks = list(range(1, num_blocks + 1))
+    per_block = {}
+    for block in blocks:
+        fold_scores = {}
+        for fold in folds:
+            torch.manual_seed(hparams["seed"])
+            data = {
+                split: (torch.stack([features[utt][block - 1] for utt in ids]), targets)
+                for split, (ids, targets) in fold_data[fold].items()
+            }
+            fold_scores[str(fold)] = train_probe(
+                *data["train"], *data["valid"], *data["test"],
+                n_classes=len(labels),
+                hidden_size=hparams["probe_hidden"],
+                epochs=hparams["probe_epochs"],
+                lr=hparams["probe_lr"],
+                dropout=hparams["probe_dropout"],
+            )
+        per_block[str(block)] = {"folds": fold_scores, **aggregate_folds(list(fold_scores.values()))}
+        mean = per_block[str(block)]["mean"]
+        print(f"block {block:2d}: WA {100 * mean['wa']:.2f}  UA {100 * mean['ua']:.2f}  WF1 {100 * mean['wf1']:.2f}", flush=True)
+
+    title = f"Layer probe: {hparams['experiment_name']}"
+    (folder / "probe_results.json").write_text(json.dumps({"labels": labels, "blocks": per_block}, indent=1), encoding="utf-8")
+    (folder / "probe_results.md").write_text(probe_table(blocks, per_block, title), encoding="utf-8")
+    plot_block_scores(
+        blocks,
+        [per_block[str(b)]["mean"]["wa"] for b in blocks],
+        [per_block[str(b)]["std"]["wa"] for b in blocks],
+        folder / "probe_wa.png",
+        ylabel="WA",
+        title=f"{title} ({len(folds)} folds)",
+    )
+    print(f"tables: {folder / 'probe_results.md'}, {folder / 'probe_results.json'}; plot: {folder / 'probe_wa.png'}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
