@@ -70,12 +70,18 @@ def wav2vec2_forward(device: torch.device):
     return run, sum(p.numel() for p in model.parameters())
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def timing_parser(description: str) -> argparse.ArgumentParser:
+    """Options every speed script takes: threads, clip durations, repeats, device."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--durations", type=float, nargs="+", default=[5.0, 30.0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu")
+    return parser
+
+
+def main():
+    parser = timing_parser(__doc__.split("\n\n")[0])
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)

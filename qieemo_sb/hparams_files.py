@@ -155,3 +155,24 @@ def resolved_hparams_text(hparams_file: Union[str, Path], overrides: Overrides =
     """
     text, root = compose_hparams(hparams_file, overrides)
     return resolve_references(_stream(text, root)).getvalue()
+
+
+def create_experiment_folder(
+    output_folder: Union[str, Path], hparams_file: Union[str, Path], overrides: Overrides = None
+) -> None:
+    """Creates a run's output folder with its logs and resolved ``hyperparams.yaml``.
+
+    SpeechBrain's ``create_experiment_directory`` sets up the logs; the
+    hyperparameters written beside them are :func:`resolved_hparams_text`
+    rather than a copy of the recipe file, so the run folder rebuilds the same
+    objects on its own.
+    """
+    # Imported here: loading a YAML should not pull in SpeechBrain's logging set-up.
+    import speechbrain as sb
+    from speechbrain.utils.distributed import if_main_process
+
+    sb.create_experiment_directory(experiment_directory=str(output_folder))
+    if if_main_process():
+        Path(output_folder, "hyperparams.yaml").write_text(
+            resolved_hparams_text(hparams_file, overrides), encoding="utf-8"
+        )

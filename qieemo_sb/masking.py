@@ -18,6 +18,8 @@ tensor([[False, False, False,  True],
 tensor([1., 4.])
 """
 
+from typing import Tuple
+
 import torch
 
 
@@ -60,6 +62,54 @@ def relative_to_absolute_lengths(
             "or the lengths are not relative to this batch"
         )
     return lengths
+
+
+def fbank_with_lengths(
+    compute_features: torch.nn.Module,
+    normalize: torch.nn.Module,
+    wavs: torch.Tensor,
+    wav_lens: torch.Tensor,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Normalized features of a padded batch, with their exact relative lengths.
+
+    A centred STFT gives ``samples // hop + 1`` frames. Scaling the waveform's
+    relative length to the padded frame count can be one frame off that, and
+    the extra (or missing) frame changes the utterance's result with the
+    batch it is in. Counting each utterance's frames from its samples makes
+    a padded batch give what each utterance gives alone.
+
+    Arguments
+    ---------
+    compute_features : torch.nn.Module
+        SpeechBrain ``Fbank`` (centred STFT; its ``compute_STFT.hop_length``
+        is in samples).
+    normalize : torch.nn.Module
+        Feature normalizer, called as ``normalize(feats, wav_lens)``.
+    wavs : torch.Tensor
+        ``[batch, samples]`` zero-padded waveforms.
+    wav_lens : torch.Tensor
+        ``[batch]`` relative lengths of ``wavs``.
+
+    Returns
+    -------
+    feats : torch.Tensor
+        ``[batch, frames, n_mels]``.
+    feat_lens : torch.Tensor
+        ``[batch]`` relative lengths of ``feats``.
+
+    Example
+    -------
+    >>> from speechbrain.lobes.features import Fbank
+    >>> wavs = torch.randn(2, 16000)
+    >>> feats, feat_lens = fbank_with_lengths(Fbank(), lambda x, lens: x, wavs, torch.tensor([1.0, 0.5]))
+    >>> feats.shape[1], relative_to_absolute_lengths(feat_lens, feats.shape[1]).tolist()
+    (101, [101, 51])
+    """
+    feats = normalize(compute_features(wavs), wav_lens)
+    hop = compute_features.compute_STFT.hop_length
+    samples = torch.round(wav_lens.float() * wavs.shape[1])
+    frames = torch.div(samples, hop, rounding_mode="floor") + 1
+    return feats, frames / feats.shape[1]
 
 
 def lengths_to_padding_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:

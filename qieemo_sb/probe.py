@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from qieemo_sb.audio import load_audio
-from qieemo_sb.masking import masked_mean
+from qieemo_sb.masking import fbank_with_lengths, masked_mean
 from qieemo_sb.metrics import classification_metrics
 from qieemo_sb.modules.classifier import EmotionClassifier
 
@@ -104,8 +104,8 @@ def extract_block_features(
             batch[row, : len(signal)] = signal
         rel_lens = torch.tensor([len(s) / longest for s in signals])
         batch, rel_lens = batch.to(device), rel_lens.to(device)
-        feats = normalize(compute_features(batch), rel_lens)
-        out = encoder(feats, rel_lens)
+        feats, feat_lens = fbank_with_lengths(compute_features, normalize, batch, rel_lens)
+        out = encoder(feats, feat_lens)
         pooled = torch.stack(
             [masked_mean(h, lengths) for h, lengths in zip(out.hidden_states, out.lengths)],
             dim=1,

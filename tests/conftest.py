@@ -20,3 +20,34 @@ def corpus_tiny(tmp_path_factory):
     out = tmp_path_factory.mktemp("corpus_tiny")
     generate(out_dir=out, size="tiny", seed=0, workers=1, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def stage1(corpus_tiny, tmp_path_factory):
+    """Tiny stage-1 exports of both backbones (debug runs on the tiny LibriSpeech)."""
+    from recipe_runs import ASR_RECIPE, run
+
+    exports = {}
+    for name in ("efficient_conformer_tiny", "conformer_tiny"):
+        output = tmp_path_factory.mktemp(name)
+        run("train.py", f"hparams/{name}.yaml", "--data_folder", corpus_tiny / "LibriSpeech",
+            "--output_folder", output, "--device", "cpu", "--debug", "--output_neurons", 60,
+            cwd=ASR_RECIPE)
+        exports[name] = output / "pretrained"
+    return exports
+
+
+@pytest.fixture(scope="session")
+def learned_fold(stage1, tmp_path_factory):
+    """Fold 1 of qieemo_tiny (5 epochs, ~4 min) on the small synthetic IEMOCAP
+    (780 turns): a model that has learned something, for the learning test
+    and the inference tests that need one."""
+    from qieemo_sb.data.synthetic import generate
+    from recipe_runs import emotion_args, run
+
+    corpus = tmp_path_factory.mktemp("iemocap_small")
+    generate(out_dir=corpus, size="small", corpora=["iemocap"], seed=0, progress=False)
+    experiment = tmp_path_factory.mktemp("learned_fold")
+    run("train.py", "hparams/qieemo_tiny.yaml",
+        *emotion_args(corpus / "IEMOCAP_full_release", stage1["efficient_conformer_tiny"], experiment, "--fold", 1))
+    return experiment / "fold_1"

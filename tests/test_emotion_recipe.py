@@ -1,10 +1,7 @@
 """Stage-2 emotion recipe: strict stage-1 loading, one fold, ablations, fold runner, probe, own data."""
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,47 +9,17 @@ import pytest
 import torch
 
 from qieemo_sb.hparams_files import load_hparams
+from recipe_runs import RECIPE, emotion_args, run
 
-ROOT = Path(__file__).resolve().parents[1]
-RECIPE = ROOT / "recipes" / "IEMOCAP" / "Qieemo"
-ASR_RECIPE = ROOT / "recipes" / "LibriSpeech" / "ASR"
 # test_one_fold_learns_above_chance measured WA 0.385 (majority class 0.295)
 # and UA 0.375 (chance 0.25) on 2 CPU cores; the bars leave some slack.
 WA_MARGIN, UA_MARGIN = 0.05, 0.08
 TINY_BACKBONE_2 = "!include:../../../../qieemo_sb/hparams/backbones/conformer_tiny.yaml"
 
 
-def run(script, *args, cwd=RECIPE, check=True):
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
-    result = subprocess.run([sys.executable, script, *map(str, args)], cwd=cwd, env=env,
-                            capture_output=True, text=True)
-    if check:
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
-    result.output = result.stdout + result.stderr  # SpeechBrain logs uncaught errors to stdout
-    return result
-
-
-@pytest.fixture(scope="module")
-def stage1(corpus_tiny, tmp_path_factory):
-    """Tiny stage-1 exports of both backbones (debug runs on the tiny LibriSpeech)."""
-    exports = {}
-    for name in ("efficient_conformer_tiny", "conformer_tiny"):
-        output = tmp_path_factory.mktemp(name)
-        run("train.py", f"hparams/{name}.yaml", "--data_folder", corpus_tiny / "LibriSpeech",
-            "--output_folder", output, "--device", "cpu", "--debug", "--output_neurons", 60,
-            cwd=ASR_RECIPE)
-        exports[name] = output / "pretrained"
-    return exports
-
-
 @pytest.fixture(scope="module")
 def iemocap_tiny(corpus_tiny):
     return corpus_tiny / "IEMOCAP_full_release"
-
-
-def emotion_args(data, pretrained, experiment_folder, *extra):
-    return ["--data_folder", data, "--pretrained_asr", pretrained,
-            "--experiment_folder", experiment_folder, "--device", "cpu", *extra]
 
 
 def tiny_hparams(pretrained, **overrides):
@@ -215,21 +182,9 @@ def test_own_manifest_with_its_own_labels(stage1, iemocap_tiny, tmp_path):
     assert result.returncode != 0 and "give exactly one data source" in result.output
 
 
-@pytest.fixture(scope="module")
-def iemocap_learnable(tmp_path_factory):
-    """The small synthetic IEMOCAP: 1000 turns, 780 kept (156 per session)."""
-    from qieemo_sb.data.synthetic import generate
-
-    out = tmp_path_factory.mktemp("iemocap_learnable")
-    generate(out_dir=out, size="small", corpora=["iemocap"], seed=0, progress=False)
-    return out / "IEMOCAP_full_release"
-
-
-def test_one_fold_learns_above_chance(stage1, iemocap_learnable, tmp_path):
-    """Fold 1 of qieemo_tiny (5 epochs, ~4 min): test WA clears the majority class by a margin."""
-    run("train.py", "hparams/qieemo_tiny.yaml",
-        *emotion_args(iemocap_learnable, stage1["efficient_conformer_tiny"], tmp_path, "--fold", 1))
-    scores = json.loads((tmp_path / "fold_1" / "test_metrics.json").read_text())
+def test_one_fold_learns_above_chance(learned_fold):
+    """Fold 1 of qieemo_tiny on the small corpus: test WA clears the majority class by a margin."""
+    scores = json.loads((learned_fold / "test_metrics.json").read_text())
     majority = max(scores["support"]) / sum(scores["support"])
     print(f"fold 1: test WA {scores['wa']:.3f} UA {scores['ua']:.3f} (majority class {majority:.3f}, "
           f"epoch kept {scores['epoch']}, {scores['seconds']} s)")

@@ -35,7 +35,9 @@ from qieemo_sb.audio import load_audio
 from qieemo_sb.data.iemocap import prepare_iemocap
 from qieemo_sb.data.manifest import prepare_manifest_folds
 from qieemo_sb.folds import write_fold_results
-from qieemo_sb.hparams_files import load_hparams, resolved_hparams_text
+from qieemo_sb.hparams_files import create_experiment_folder, load_hparams
+from qieemo_sb.inference import label_encoder_for
+from qieemo_sb.masking import fbank_with_lengths
 from qieemo_sb.metrics import EmotionMetricStats
 from qieemo_sb.pretrained import check_exported_folder
 
@@ -54,15 +56,14 @@ class EmotionBrain(sb.core.Brain):
         """wav -> log-probabilities of the classes, ``[batch, n_classes]``."""
         batch = batch.to(self.device)
         wavs, wav_lens = batch.sig
-        feats = self.hparams.compute_features(wavs)
-        feats = self.hparams.normalize(feats, wav_lens)
+        feats, feat_lens = fbank_with_lengths(self.hparams.compute_features, self.hparams.normalize, wavs, wav_lens)
         if stage == sb.Stage.TRAIN and (self.encoder_frozen or not self.hparams.encoder_dropout):
             self.modules.encoder.eval()  # dropout off
         if stage == sb.Stage.TRAIN and self.encoder_frozen:
             with torch.no_grad():
-                encoded = self.modules.encoder(feats, wav_lens)
+                encoded = self.modules.encoder(feats, feat_lens)
         else:
-            encoded = self.modules.encoder(feats, wav_lens)
+            encoded = self.modules.encoder(feats, feat_lens)
         return self.hparams.log_softmax(self.modules.head(encoded).logits)
 
     def compute_objectives(self, predictions, batch, stage):
@@ -189,8 +190,7 @@ def prepare_manifests(hparams, folds, save_folder):
 
 def dataio_prepare(hparams, manifests):
     """Train/valid/test datasets: audio at the backbone's rate, encoded labels."""
-    label_encoder = sb.dataio.encoder.CategoricalEncoder()
-    label_encoder.update_from_iterable(hparams["labels"])  # output order = labels
+    label_encoder = label_encoder_for(hparams["labels"])  # output order = labels
     label_encoder.save(Path(hparams["save_folder"], "label_encoder.txt"))
 
     @sb.utils.data_pipeline.takes("wav")
@@ -226,11 +226,7 @@ def main(argv):
     if hparams["keep_best_by"] not in SELECTION_SCORES:
         raise ValueError(f"keep_best_by must be one of {list(SELECTION_SCORES)}, got {hparams['keep_best_by']!r}")
     check_exported_folder(hparams["pretrained_asr"], need_encoder=hparams["load_pretrained_encoder"])
-    sb.create_experiment_directory(experiment_directory=hparams["output_folder"])
-    if if_main_process():
-        Path(hparams["output_folder"], "hyperparams.yaml").write_text(
-            resolved_hparams_text(hparams_file, overrides), encoding="utf-8"
-        )
+    create_experiment_folder(hparams["output_folder"], hparams_file, overrides)
 
     run_on_main(
         prepare_manifests,

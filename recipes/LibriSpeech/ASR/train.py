@@ -29,7 +29,7 @@ from speechbrain.tokenizers.SentencePiece import SentencePiece
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from librispeech_prepare import prepare_librispeech
-from qieemo_sb.hparams_files import load_hparams, resolved_hparams_text
+from qieemo_sb.hparams_files import create_experiment_folder, load_hparams
 from qieemo_sb.pretrained import export_asr_encoder
 
 logger = logging.getLogger(__name__)
@@ -222,12 +222,7 @@ def dataio_prepare(hparams, tokenizer):
 def main(argv):
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     hparams = load_hparams(hparams_file, overrides)
-    sb.create_experiment_directory(experiment_directory=hparams["output_folder"])
-    if if_main_process():
-        # Self-contained copy of the configuration: every include resolved.
-        Path(hparams["output_folder"], "hyperparams.yaml").write_text(
-            resolved_hparams_text(hparams_file, overrides), encoding="utf-8"
-        )
+    create_experiment_folder(hparams["output_folder"], hparams_file, overrides)
 
     run_on_main(
         prepare_librispeech,

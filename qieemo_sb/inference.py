@@ -1,0 +1,356 @@
+"""Inference with a trained Qieemo model: SpeechBrain's ``Pretrained`` interface.
+
+:class:`QieemoClassifier` answers like SpeechBrain's ``EncoderClassifier``
+(``classify_file``, ``classify_batch``, ``encode_batch``) and adds
+``classify_timeline`` for long recordings. It is what ``foreign_class`` builds
+from a folder written by ``qieemo export`` (whose ``custom_interface.py``
+re-exports this class)::
+
+    from speechbrain.inference.interfaces import foreign_class
+    clf = foreign_class(source="exported_model", pymodule_file="custom_interface.py",
+                        classname="QieemoClassifier")
+    out_prob, score, index, text_lab = clf.classify_file("clip.wav")
+
+Audio of any rate libsndfile reads (wav, flac, ogg, ...) is downmixed to mono
+and resampled to the model's rate. A file that cannot be read, is empty,
+holds NaN/inf samples or is shorter than ``min_duration`` (0.25 s in the
+exported hyperparameters) is an :class:`~qieemo_sb.audio.AudioError` naming
+the file; silence gets a normal answer.
+
+Example
+-------
+>>> import torch
+>>> from qieemo_sb import RECIPES_DIR
+>>> from qieemo_sb.hparams_files import load_hparams
+>>> hparams = load_hparams(RECIPES_DIR / "IEMOCAP/Qieemo/hparams/qieemo_tiny.yaml",
+...                        {"pretrained_asr": "unused", "data_folder": "unused"})
+>>> with torch.no_grad():  # random weights; the normalizer needs some statistics
+...     _ = hparams["normalize"].train()(hparams["compute_features"](torch.randn(1, 16000)), torch.ones(1))
+>>> classifier = QieemoClassifier.from_training_hparams(hparams, run_opts={"device": "cpu"})
+>>> out_prob, score, index, text_lab = classifier.classify_batch(torch.randn(2, 16000))
+>>> out_prob.shape, score.shape, index.shape, len(text_lab)
+(torch.Size([2, 4]), torch.Size([2]), torch.Size([2]), 2)
+>>> classifier.encode_batch(torch.zeros(1, 8000)).shape  # silence: a normal answer
+torch.Size([1, 64])
+"""
+
+import math
+from pathlib import Path
+from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import soundfile
+import torch
+import torchaudio
+from speechbrain.dataio.encoder import CategoricalEncoder
+from speechbrain.inference.interfaces import Pretrained
+
+from qieemo_sb.audio import AudioError, load_audio
+from qieemo_sb.masking import fbank_with_lengths
+
+#: Shortest clip accepted: a quarter of a second is 3 frames after backbone 1's
+#: 80 ms subsampling, and too little speech to carry an emotion.
+MIN_DURATION = 0.25
+#: Default timeline windows (seconds): IEMOCAP turns average 4.5 s.
+TIMELINE_WINDOW, TIMELINE_HOP = 3.0, 1.0
+
+
+def label_encoder_for(labels: Sequence[str]) -> CategoricalEncoder:
+    """A label encoder whose indices follow ``labels`` (the model's output order)."""
+    encoder = CategoricalEncoder()
+    encoder.update_from_iterable(labels)
+    encoder.expect_len(len(labels))
+    return encoder
+
+
+class EmotionSegment(NamedTuple):
+    """One window of :meth:`QieemoClassifier.classify_timeline`.
+
+    Attributes
+    ----------
+    start, end : float
+        Window bounds in seconds from the start of the file.
+    label : str
+        The most probable class.
+    probabilities : dict
+        Class -> probability (they sum to 1).
+    """
+
+    start: float
+    end: float
+    label: str
+    probabilities: Dict[str, float]
+
+
+class QieemoClassifier(Pretrained):
+    """A trained Qieemo emotion classifier (fbank -> encoder -> MMF/CMA head).
+
+    Built by ``foreign_class`` / ``from_hparams`` on an exported folder, or by
+    :meth:`from_backbone` (random weights, for speed measurements). The
+    hyperparameters must provide the modules ``compute_features``,
+    ``normalize``, ``encoder`` and ``head``, a ``label_encoder`` whose classes
+    are in the classifier's output order, ``sample_rate``, ``min_duration``,
+    ``max_chunk`` (see :meth:`classify_file`) and the timeline defaults
+    ``timeline_window`` and ``timeline_hop`` (seconds).
+    """
+
+    HPARAMS_NEEDED = ["label_encoder", "sample_rate", "min_duration", "max_chunk", "timeline_window", "timeline_hop"]
+    MODULES_NEEDED = ["compute_features", "normalize", "encoder", "head"]
+
+    def __init__(
+        self,
+        modules: Optional[Dict[str, torch.nn.Module]] = None,
+        hparams: Optional[Dict] = None,
+        run_opts: Optional[Dict] = None,
+        freeze_params: bool = True,
+    ):
+        super().__init__(modules=modules, hparams=hparams, run_opts=run_opts, freeze_params=freeze_params)
+        n_outputs = self.mods.head.classifier.output.w.out_features
+        label_encoder = self.hparams.label_encoder
+        if len(label_encoder) != n_outputs:
+            raise ValueError(
+                f"the label encoder has {len(label_encoder)} classes "
+                f"{self.labels if len(label_encoder) else []} but the classifier "
+                f"has {n_outputs} outputs: label_encoder.txt belongs to another model"
+            )
+
+    @classmethod
+    def from_training_hparams(
+        cls, hparams: Dict, run_opts: Optional[Dict] = None, max_chunk: Optional[float] = None
+    ) -> "QieemoClassifier":
+        """The classifier made of a loaded recipe YAML's objects, with their current weights.
+
+        ``hparams`` is what ``load_hparams("hparams/qieemo.yaml", ...)`` returns:
+        its ``compute_features``, ``normalize``, ``encoder``, ``head``,
+        ``labels`` and ``sample_rate`` are used as they are (random weights
+        for speed measurements, or whatever was loaded into them). The
+        normalizer must hold statistics (the stage-1 ones, or any).
+        ``max_chunk`` is that of :meth:`classify_file`.
+        """
+        if hparams["normalize"].count == 0:
+            raise ValueError(
+                "the feature normalizer has no statistics: load the stage-1 normalizer "
+                "(the recipe's pretrainer) or let it see some audio in training mode"
+            )
+        label_encoder = label_encoder_for(hparams["labels"])
+        modules = {name: hparams[name] for name in cls.MODULES_NEEDED}
+        inference_hparams = {
+            "label_encoder": label_encoder,
+            "sample_rate": hparams["sample_rate"],
+            "min_duration": MIN_DURATION,
+            "max_chunk": max_chunk,
+            "timeline_window": TIMELINE_WINDOW,
+            "timeline_hop": TIMELINE_HOP,
+        }
+        return cls(modules=modules, hparams=inference_hparams, run_opts=run_opts)
+
+    @property
+    def labels(self) -> List[str]:
+        """The classes, in the order of the model's outputs."""
+        encoder = self.hparams.label_encoder
+        return [encoder.ind2lab[index] for index in range(len(encoder))]
+
+    # ------------------------------------------------------------ batches
+    def _check_batch(self, wavs: torch.Tensor, wav_lens: Optional[torch.Tensor]):
+        if wavs.dim() == 1:
+            wavs = wavs.unsqueeze(0)
+        if wavs.dim() != 2:
+            raise ValueError(f"wavs must be [batch, samples], got shape {tuple(wavs.shape)}")
+        if wav_lens is None:
+            wav_lens = torch.ones(wavs.shape[0])
+        if wav_lens.shape != (wavs.shape[0],):
+            raise ValueError(
+                f"wav_lens must be [batch] = [{wavs.shape[0]}] relative lengths, got shape {tuple(wav_lens.shape)}"
+            )
+        if not torch.isfinite(wavs).all():
+            rows = torch.nonzero(~torch.isfinite(wavs).all(dim=1)).flatten().tolist()
+            raise ValueError(f"wavs rows {rows} hold NaN or infinite samples")
+        durations = wav_lens.cpu() * wavs.shape[1] / self.hparams.sample_rate
+        short = [i for i, seconds in enumerate(durations.tolist()) if seconds < self.hparams.min_duration - 1e-6]
+        if short:
+            raise ValueError(
+                f"wavs rows {short} are shorter than the {self.hparams.min_duration} s minimum "
+                f"({[round(durations[i].item(), 3) for i in short]} s)"
+            )
+        return wavs.to(self.device, torch.float32), wav_lens.to(self.device, torch.float32)
+
+    def _forward_head(self, wavs: torch.Tensor, wav_lens: Optional[torch.Tensor]):
+        wavs, wav_lens = self._check_batch(wavs, wav_lens)
+        with torch.no_grad():
+            feats, feat_lens = fbank_with_lengths(self.mods.compute_features, self.mods.normalize, wavs, wav_lens)
+            return self.mods.head(self.mods.encoder(feats, feat_lens))
+
+    def encode_batch(self, wavs: torch.Tensor, wav_lens: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Pooled emotion embeddings (what the classifier reads).
+
+        Arguments
+        ---------
+        wavs : torch.Tensor
+            ``[batch, samples]`` (or ``[samples]``) waveforms at ``sample_rate``.
+        wav_lens : torch.Tensor, optional
+            ``[batch]`` lengths relative to the longest (SpeechBrain's
+            convention); None means no padding.
+
+        Returns
+        -------
+        torch.Tensor
+            ``[batch, dim]``: CMA's output averaged over the valid frames.
+        """
+        return self._forward_head(wavs, wav_lens).embedding
+
+    def classify_batch(
+        self, wavs: torch.Tensor, wav_lens: Optional[torch.Tensor] = None
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, List[str]]:
+        """Classifies a padded batch, as ``EncoderClassifier.classify_batch`` does.
+
+        Arguments are those of :meth:`encode_batch`.
+
+        Returns
+        -------
+        out_prob : torch.Tensor
+            ``[batch, n_classes]`` log-probabilities.
+        score : torch.Tensor
+            ``[batch]`` log-probability of the chosen class.
+        index : torch.Tensor
+            ``[batch]`` index of the chosen class.
+        text_lab : list of str
+            The chosen classes' labels.
+        """
+        out_prob = torch.log_softmax(self._forward_head(wavs, wav_lens).logits, dim=-1)
+        score, index = torch.max(out_prob, dim=-1)
+        return out_prob, score, index, self.hparams.label_encoder.decode_torch(index)
+
+    def forward(self, wavs: torch.Tensor, wav_lens: Optional[torch.Tensor] = None):
+        """Same as :meth:`classify_batch`."""
+        return self.classify_batch(wavs, wav_lens)
+
+    # ------------------------------------------------------------ files
+    def load_audio(self, path: Union[str, Path]) -> torch.Tensor:
+        """``[samples]`` mono waveform at the model's rate; errors name the file."""
+        wav = load_audio(path, sample_rate=self.hparams.sample_rate)
+        duration = wav.shape[0] / self.hparams.sample_rate
+        if duration < self.hparams.min_duration:
+            raise AudioError(
+                f"{path}: {duration:.3f} s of audio is shorter than the "
+                f"{self.hparams.min_duration} s minimum"
+            )
+        return wav
+
+    def classify_file(self, path: Union[str, Path]):
+        """Classifies one audio file; returns :meth:`classify_batch`'s tuple (batch of 1).
+
+        The whole clip is encoded at once, as in training, unless the model's
+        ``max_chunk`` (seconds) is set and the clip is longer: it is then cut
+        into equal chunks of at most ``max_chunk`` seconds, encoded as one
+        batch, and their embeddings are averaged (weighted by length) before
+        the classifier. Attention cost grows with the square of the length,
+        so chunks keep long clips linear in time, at the price of context
+        across chunk boundaries. For an emotion per stretch of a long
+        recording, use :meth:`classify_timeline`.
+        """
+        wav = self.load_audio(path)
+        chunk = self.hparams.max_chunk
+        if chunk is None or wav.shape[0] <= chunk * self.hparams.sample_rate:
+            return self.classify_batch(wav.unsqueeze(0))
+        embedding = self._chunked_embedding(wav, chunk)
+        with torch.no_grad():
+            out_prob = torch.log_softmax(self.mods.head.classifier(embedding), dim=-1)
+        score, index = torch.max(out_prob, dim=-1)
+        return out_prob, score, index, self.hparams.label_encoder.decode_torch(index)
+
+    def _chunked_embedding(self, wav: torch.Tensor, chunk_seconds: float) -> torch.Tensor:
+        """``[1, dim]``: length-weighted mean of the embeddings of equal chunks."""
+        n_chunks = math.ceil(wav.shape[0] / (chunk_seconds * self.hparams.sample_rate))
+        size = math.ceil(wav.shape[0] / n_chunks)
+        padded = torch.nn.functional.pad(wav, (0, n_chunks * size - wav.shape[0])).view(n_chunks, size)
+        samples = torch.full((n_chunks,), float(size))
+        samples[-1] = wav.shape[0] - (n_chunks - 1) * size
+        embeddings = self.encode_batch(padded, samples / size)
+        weights = (samples / samples.sum()).to(embeddings.device)
+        return (embeddings * weights.unsqueeze(1)).sum(dim=0, keepdim=True)
+
+    def classify_timeline(
+        self,
+        path: Union[str, Path],
+        window: Optional[float] = None,
+        hop: Optional[float] = None,
+        batch_size: int = 8,
+    ) -> List[EmotionSegment]:
+        """An emotion per window of a long recording.
+
+        Windows of ``window`` seconds start every ``hop`` seconds; a last
+        window ends at the end of the file so that every sample is covered
+        (a file shorter than ``window`` is one window). The file is read one
+        batch of windows at a time, so memory stays at ``batch_size`` windows
+        whatever the file's length.
+
+        Arguments
+        ---------
+        path : str or Path
+            Any audio file libsndfile reads, any rate and channels.
+        window, hop : float, optional
+            Seconds; default: the model's ``timeline_window`` and ``timeline_hop``.
+        batch_size : int
+            Windows classified together.
+
+        Returns
+        -------
+        list of EmotionSegment
+            In time order.
+        """
+        window = self.hparams.timeline_window if window is None else float(window)
+        hop = self.hparams.timeline_hop if hop is None else float(hop)
+        if window < self.hparams.min_duration:
+            raise ValueError(f"window is {window} s, below the {self.hparams.min_duration} s minimum")
+        if hop <= 0:
+            raise ValueError(f"hop must be positive, got {hop}")
+        segments = []
+        for starts, size, rate, wavs in self._read_windows(path, window, hop, batch_size):
+            out_prob, _, _, text_lab = self.classify_batch(wavs)
+            for start, probs, label in zip(starts, out_prob.exp(), text_lab):
+                segments.append(EmotionSegment(
+                    start=start / rate,
+                    end=(start + size) / rate,
+                    label=label,
+                    probabilities=dict(zip(self.labels, probs.tolist())),
+                ))
+        return segments
+
+    def _read_windows(
+        self, path, window: float, hop: float, batch_size: int
+    ) -> Iterator[Tuple[List[int], int, int, torch.Tensor]]:
+        """Yields (start frames, window frames, file rate, ``[n, samples]`` windows at the model's rate)."""
+        try:
+            audio = soundfile.SoundFile(str(path))
+        except (RuntimeError, soundfile.LibsndfileError) as error:
+            raise AudioError(f"{path}: cannot read audio ({error})") from error
+        with audio:
+            rate, total = audio.samplerate, audio.frames
+            if total == 0:
+                raise AudioError(f"{path}: the file holds no audio samples")
+            if total / rate < self.hparams.min_duration:
+                raise AudioError(
+                    f"{path}: {total / rate:.3f} s of audio is shorter than the "
+                    f"{self.hparams.min_duration} s minimum"
+                )
+            size = min(round(window * rate), total)
+            step = max(1, round(hop * rate))
+            starts = list(range(0, total - size + 1, step))
+            if starts[-1] + size < total:
+                starts.append(total - size)
+            for first in range(0, len(starts), batch_size):
+                batch = starts[first:first + batch_size]
+                wavs = []
+                for start in batch:
+                    audio.seek(start)
+                    data = audio.read(size, dtype="float32", always_2d=True)
+                    if not np.isfinite(data).all():
+                        raise AudioError(
+                            f"{path}: NaN or infinite samples in {start / rate:.2f}-{(start + size) / rate:.2f} s"
+                        )
+                    wavs.append(torch.from_numpy(data.mean(axis=1)))
+                wavs = torch.stack(wavs)
+                if rate != self.hparams.sample_rate:
+                    wavs = torchaudio.functional.resample(wavs, orig_freq=rate, new_freq=self.hparams.sample_rate)
+                yield batch, size, rate, wavs
+

@@ -1,0 +1,69 @@
+"""``qieemo predict MODEL_DIR FILE...``: classify audio files with an exported model.
+
+One line per file: the file, the predicted class and every class's
+probability. ``--json`` prints one JSON object per line instead (``file``,
+``label``, ``probabilities``; ``timeline`` with ``--timeline``; ``error`` for a
+file that could not be classified). ``--timeline`` classifies windows of
+``--window`` seconds every ``--hop`` seconds (long recordings). A bad file is
+reported (naming it) and the others are still classified; the exit code is
+then 1.
+
+Example
+-------
+>>> format_probabilities({"neu": 0.1, "ang": 0.9})
+'neu=0.100 ang=0.900'
+"""
+
+import argparse
+import json
+import sys
+from typing import Dict
+
+
+def format_probabilities(probabilities: Dict[str, float]) -> str:
+    """``{label: p}`` -> ``'label=p ...'`` with three decimals."""
+    return " ".join(f"{label}={p:.3f}" for label, p in probabilities.items())
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``qieemo predict``."""
+    parser.add_argument("model_dir", metavar="MODEL_DIR", help="a folder written by `qieemo export` (or a hub id)")
+    parser.add_argument("files", metavar="FILE", nargs="+", help="audio files (wav, flac, ogg; any rate, any channels)")
+    parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    parser.add_argument("--timeline", action="store_true", help="classify windows of each file (long recordings)")
+    parser.add_argument("--window", type=float, default=None, help="timeline window, seconds (default: the model's)")
+    parser.add_argument("--hop", type=float, default=None, help="timeline hop, seconds (default: the model's)")
+    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs ``qieemo predict``; returns 0, or 1 if any file failed."""
+    from qieemo_sb.audio import AudioError
+    from qieemo_sb.inference import QieemoClassifier
+
+    classifier = QieemoClassifier.from_hparams(source=args.model_dir, run_opts={"device": args.device})
+    failed = 0
+    for path in args.files:
+        try:
+            if args.timeline:
+                segments = classifier.classify_timeline(path, window=args.window, hop=args.hop)
+                record = {"file": path, "timeline": [segment._asdict() for segment in segments]}
+            else:
+                out_prob, _, _, text_lab = classifier.classify_file(path)
+                record = {"file": path, "label": text_lab[0],
+                          "probabilities": dict(zip(classifier.labels, out_prob[0].exp().tolist()))}
+        except (AudioError, ValueError) as error:
+            failed += 1
+            print(f"qieemo predict: error: {error}", file=sys.stderr)
+            if args.json:
+                print(json.dumps({"file": path, "error": str(error)}), flush=True)
+            continue
+        if args.json:
+            print(json.dumps(record), flush=True)
+        elif args.timeline:
+            for segment in record["timeline"]:
+                print(f"{path}\t{segment['start']:.2f}-{segment['end']:.2f}\t{segment['label']}\t"
+                      f"{format_probabilities(segment['probabilities'])}", flush=True)
+        else:
+            print(f"{path}\t{record['label']}\t{format_probabilities(record['probabilities'])}", flush=True)
+    return 1 if failed else 0
