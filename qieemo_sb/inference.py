@@ -109,9 +109,8 @@ class QieemoClassifier(Pretrained):
         label_encoder = self.hparams.label_encoder
         if len(label_encoder) != n_outputs:
             raise ValueError(
-                f"the label encoder has {len(label_encoder)} classes "
-                f"{self.labels if len(label_encoder) else []} but the classifier "
-                f"has {n_outputs} outputs: label_encoder.txt belongs to another model"
+                f"the labels {self.labels} are {len(label_encoder)} classes but the classifier "
+                f"has {n_outputs} outputs: `labels` must be the classes the model was trained on"
             )
 
     @classmethod

@@ -90,6 +90,9 @@ def test_export_json_and_labels(model_dir, trained_fold):
     assert facts["labels"] == ["neu", "hap", "sad", "ang"] and facts["test"]["wa"] == metrics["wa"]
     assert facts["checkpoint"]["kept_by"] == "best validation UA" and facts["mmf_blocks"] == [7, 8, 9, 10, 11, 12]
     assert (model_dir / "label_encoder.txt").read_text().startswith("'neu' => 0\n'hap' => 1\n")
+    # Labels that do not fit the trained classifier are refused.
+    with pytest.raises(ValueError, match=r"the labels \['neu', 'sad', 'ang'\] are 3 classes but the classifier has 4"):
+        QieemoClassifier.from_hparams(source=str(model_dir), overrides={"labels": ["neu", "sad", "ang"]})
 
 
 def test_padded_batch_gives_what_each_clip_gives_alone(classifier):
