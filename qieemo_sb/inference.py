@@ -161,8 +161,9 @@ class QieemoClassifier(Pretrained):
             raise ValueError(
                 f"wav_lens must be [batch] = [{wavs.shape[0]}] relative lengths, got shape {tuple(wav_lens.shape)}"
             )
-        if not torch.isfinite(wavs).all():
-            rows = torch.nonzero(~torch.isfinite(wavs).all(dim=1)).flatten().tolist()
+        finite_rows = torch.isfinite(wavs).all(dim=1)
+        if not finite_rows.all():
+            rows = torch.nonzero(~finite_rows).flatten().tolist()
             raise ValueError(f"wavs rows {rows} hold NaN or infinite samples")
         durations = wav_lens.cpu() * wavs.shape[1] / self.hparams.sample_rate
         short = [i for i, seconds in enumerate(durations.tolist()) if seconds < self.hparams.min_duration - 1e-6]
@@ -215,7 +216,11 @@ class QieemoClassifier(Pretrained):
         text_lab : list of str
             The chosen classes' labels.
         """
-        out_prob = torch.log_softmax(self._forward_head(wavs, wav_lens).logits, dim=-1)
+        return self._decide(self._forward_head(wavs, wav_lens).logits)
+
+    def _decide(self, logits: torch.Tensor):
+        """``[batch, n_classes]`` logits -> classify_batch's (out_prob, score, index, text_lab)."""
+        out_prob = torch.log_softmax(logits, dim=-1)
         score, index = torch.max(out_prob, dim=-1)
         return out_prob, score, index, self.hparams.label_encoder.decode_torch(index)
 
@@ -253,9 +258,7 @@ class QieemoClassifier(Pretrained):
             return self.classify_batch(wav.unsqueeze(0))
         embedding = self._chunked_embedding(wav, chunk)
         with torch.no_grad():
-            out_prob = torch.log_softmax(self.mods.head.classifier(embedding), dim=-1)
-        score, index = torch.max(out_prob, dim=-1)
-        return out_prob, score, index, self.hparams.label_encoder.decode_torch(index)
+            return self._decide(self.mods.head.classifier(embedding))
 
     def _chunked_embedding(self, wav: torch.Tensor, chunk_seconds: float) -> torch.Tensor:
         """``[1, dim]``: length-weighted mean of the embeddings of equal chunks."""
