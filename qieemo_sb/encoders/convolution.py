@@ -72,5 +72,19 @@ class ConvolutionModule(nn.Module):
         """
         out = nn.functional.glu(self.pointwise_in(self.layer_norm(x)), dim=-1)
         out = zero_padding(out, lengths)
-        out = self.depthwise(out.transpose(1, 2)).transpose(1, 2)
-        return self.after_conv(out)
+        # The depthwise conv as a [B, C, 1, T] conv2d in channels-last memory:
+        # [B, T, C] already is that layout, so there is no transpose copy, and
+        # oneDNN's channels-last depthwise kernel is several times faster on
+        # CPU than its Conv1d path (same weights, same result).
+        weight = self.depthwise.weight.unsqueeze(2).contiguous(
+            memory_format=torch.channels_last
+        )
+        out = nn.functional.conv2d(
+            out.transpose(1, 2).unsqueeze(2),
+            weight,
+            self.depthwise.bias,
+            stride=(1, self.depthwise.stride[0]),
+            padding=(0, self.depthwise.padding[0]),
+            groups=self.depthwise.groups,
+        )
+        return self.after_conv(out.squeeze(2).transpose(1, 2))

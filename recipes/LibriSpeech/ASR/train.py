@@ -18,6 +18,8 @@ averaged encoder, the normalizer, the tokenizer and the resolved backbone
 YAML. That folder is what stage 2 (recipes/IEMOCAP/Qieemo) loads.
 """
 
+import copy
+import json
 import logging
 import sys
 from pathlib import Path
@@ -37,6 +39,9 @@ logger = logging.getLogger(__name__)
 
 class ASR(sb.core.Brain):
     """Joint CTC/attention training of a Qieemo backbone."""
+
+    #: error_rates() sets it: the validation search on every batch, any epoch.
+    search_every_batch = False
 
     def compute_forward(self, batch, stage):
         """wav -> encoder -> CTC and decoder log-probabilities (+ hypotheses)."""
@@ -60,7 +65,7 @@ class ASR(sb.core.Brain):
         hyps = None
         if stage == sb.Stage.TEST:
             hyps, _, _, _ = self.hparams.test_search(memory.detach(), memory_rel_lens)
-        elif stage == sb.Stage.VALID and self._search_this_epoch():
+        elif stage == sb.Stage.VALID and (self.search_every_batch or self._search_this_epoch()):
             hyps, _, _, _ = self.hparams.valid_search(memory.detach(), memory_rel_lens)
         return ctc_logp, seq_logp, memory_rel_lens, hyps
 
@@ -120,6 +125,7 @@ class ASR(sb.core.Brain):
                 num_to_keep=self.hparams.avg_checkpoints,
             )
         elif stage == sb.Stage.TEST:
+            self.test_stats = stats
             self.hparams.train_logger.log_stats(
                 stats_meta={"Epoch loaded": self.hparams.epoch_counter.current},
                 test_stats=stats,
@@ -144,6 +150,36 @@ class ASR(sb.core.Brain):
         self.hparams.model.load_state_dict(averaged, strict=True)
         self.hparams.model.eval()
         logger.info("Averaged %d checkpoints: %s", len(checkpoints), [c.path.name for c in checkpoints])
+
+    def error_rates(self, datasets, loader_kwargs, untrained=False):
+        """WER and CER (%) of the current weights with the validation search, per dataset.
+
+        ``untrained``: the normalizer has no statistics before training, so a
+        throw-away copy of it gathers them on the evaluated data (the real
+        one, and so training, is untouched).
+        """
+        rates = {}
+        self.modules.eval()
+        original_normalizer = self.modules.normalize
+        if untrained:
+            self.modules.normalize = copy.deepcopy(original_normalizer).train()
+        self.search_every_batch = True
+        try:
+            for name, dataset in datasets.items():
+                self.on_stage_start(sb.Stage.VALID, None)
+                loader = self.make_dataloader(dataset, sb.Stage.VALID, **loader_kwargs)
+                with torch.no_grad():
+                    for batch in loader:
+                        predictions = self.compute_forward(batch, sb.Stage.VALID)
+                        self.compute_objectives(predictions, batch, sb.Stage.VALID)
+                rates[name] = {
+                    "WER": self.wer_metric.summarize("error_rate"),
+                    "CER": self.cer_metric.summarize("error_rate"),
+                }
+        finally:
+            self.search_every_batch = False
+            self.modules.normalize = original_normalizer
+        return rates
 
     def on_evaluate_start(self, max_key=None, min_key=None):
         """Evaluates the checkpoint average, not the last epoch."""
@@ -170,6 +206,16 @@ def train_or_load_tokenizer(hparams):
         eos_id=hparams["eos_index"],
     )
     return trained.sp
+
+
+def write_error_rates(path, rates, hparams):
+    """error_rates.json: WER/CER (%) per set "before" and "after" training, and which search made them."""
+    rates["search"] = {
+        "before, after": type(hparams["valid_search"]).__name__,
+        "after_test_search": type(hparams["test_search"]).__name__,
+    }
+    if if_main_process():
+        path.write_text(json.dumps(rates, indent=2) + "\n")
 
 
 def dataio_prepare(hparams, tokenizer):
@@ -248,6 +294,15 @@ def main(argv):
         checkpointer=hparams["checkpointer"],
     )
     asr_brain.tokenizer = tokenizer
+    # error_rates_before_after: dev/test error rates of the untrained and of
+    # the final model with the same search, in error_rates.json. The "before"
+    # figures are taken once, before the first epoch (a resumed run has them).
+    rates_file = Path(hparams["output_folder"], "error_rates.json")
+    rates = json.loads(rates_file.read_text()) if rates_file.is_file() else {}
+    rate_sets = {Path(hparams["valid_csv"]).stem: valid_data, **test_datasets}
+    if hparams["error_rates_before_after"] and "before" not in rates:
+        rates["before"] = asr_brain.error_rates(rate_sets, hparams["valid_loader_kwargs"], untrained=True)
+        write_error_rates(rates_file, rates, hparams)
     asr_brain.fit(
         asr_brain.hparams.epoch_counter,
         train_data,
@@ -255,13 +310,19 @@ def main(argv):
         train_loader_kwargs={"batch_sampler": train_sampler, **hparams["train_loader_kwargs"]},
         valid_loader_kwargs=hparams["valid_loader_kwargs"],
     )
+    test_rates = {}
     for name, test_data in test_datasets.items():
         asr_brain.hparams.test_wer_file = str(Path(hparams["output_folder"], f"wer_{name}.txt"))
         asr_brain.evaluate(test_data, max_key="ACC", test_loader_kwargs=hparams["test_loader_kwargs"])
+        test_rates[name] = {key: asr_brain.test_stats[key] for key in ("WER", "CER")}
 
     # What stage 2 needs: the averaged encoder, the normalizer, the tokenizer
     # and the backbone YAML that rebuilds this exact encoder.
     asr_brain.load_averaged_model()
+    if hparams["error_rates_before_after"]:
+        rates["after"] = asr_brain.error_rates(rate_sets, hparams["valid_loader_kwargs"])
+        rates["after_test_search"] = test_rates
+        write_error_rates(rates_file, rates, hparams)
     if if_main_process():
         export_asr_encoder(
             out_dir=hparams["pretrained_folder"],

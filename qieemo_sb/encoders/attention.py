@@ -1,0 +1,153 @@
+"""Relative-position multi-head self-attention (Transformer-XL) on fused SDPA."""
+
+import math
+from typing import Optional
+
+import torch
+from torch import nn
+
+
+class RelPositionSelfAttention(nn.Module):
+    """Transformer-XL relative-position self-attention, as SpeechBrain's ``RelPosMHAXL``.
+
+    The same parameters under the same names as
+    ``speechbrain.nnet.attention.RelPosMHAXL`` (``in_proj_weight``,
+    ``out_proj``, ``linear_pos``, ``pos_bias_u``, ``pos_bias_v``), with the same
+    arithmetic (its head layout and its ``1 / sqrt(embed_dim)`` scale), so
+    checkpoints load strictly either way and outputs agree to float rounding.
+    What differs is the cost, which is where the time of long clips went:
+    queries are taken in blocks; each block computes only the band of position
+    scores it needs, relative-shifts it by a strided view (no pad-and-copy),
+    and runs content attention, softmax and the value product in one
+    ``scaled_dot_product_attention`` call with the position scores as its
+    additive mask; the key-padding mask is applied only when a batch has
+    padding.
+
+    Arguments
+    ---------
+    embed_dim : int
+        Model dimension ``E``.
+    num_heads : int
+        Heads ``H``; must divide ``embed_dim``.
+    dropout : float
+        Dropout on the attention weights (training only).
+    query_block : int
+        Query frames per attention call (memory and speed; no effect on results).
+
+    Example
+    -------
+    >>> from speechbrain.nnet.attention import RelPosEncXL
+    >>> attention = RelPositionSelfAttention(embed_dim=16, num_heads=2)
+    >>> x, pad = torch.rand(2, 5, 16), torch.tensor([[False] * 5, [False] * 3 + [True] * 2])
+    >>> attention(x, RelPosEncXL(16).make_pe(5), key_padding_mask=pad).shape
+    torch.Size([2, 5, 16])
+    """
+
+    def __init__(
+        self,
+        embed_dim: int,
+        num_heads: int,
+        dropout: float = 0.0,
+        query_block: int = 256,
+    ):
+        super().__init__()
+        if embed_dim % num_heads:
+            raise ValueError(
+                f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads})"
+            )
+        self.embed_dim, self.num_heads = embed_dim, num_heads
+        self.head_dim = embed_dim // num_heads
+        if query_block < 1:
+            raise ValueError(f"query_block must be >= 1, got {query_block}")
+        self.dropout, self.query_block = dropout, query_block
+        self.scale = 1 / math.sqrt(embed_dim)
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * embed_dim, embed_dim))
+        self.out_proj = nn.Linear(embed_dim, embed_dim)
+        self.linear_pos = nn.Linear(embed_dim, embed_dim, bias=False)
+        self.pos_bias_u = nn.Parameter(torch.empty(self.head_dim, num_heads))
+        self.pos_bias_v = nn.Parameter(torch.empty(self.head_dim, num_heads))
+        for weight in (self.in_proj_weight, self.pos_bias_u, self.pos_bias_v):
+            nn.init.xavier_uniform_(weight)
+
+    @staticmethod
+    def _relative_shift(scores: torch.Tensor) -> torch.Tensor:
+        """``[B, H, R, T+R-1]`` -> ``[B, H, R, T]``: entry ``(i, j)`` is ``(i, R-1-i+j)``.
+
+        A view with a row stride one smaller, no copy. With the position band of
+        query rows ``start .. start+R`` this gives each query its keys' relative
+        positions in key order.
+        """
+        batch, heads, rows, width = scores.shape
+        stride = scores.stride()
+        return scores.as_strided(
+            (batch, heads, rows, width - rows + 1),
+            (stride[0], stride[1], stride[2] - 1, stride[3]),
+            scores.storage_offset() + rows - 1,
+        )
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        pos_embs: torch.Tensor,
+        key_padding_mask: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        """Self-attention of ``x`` with relative positions.
+
+        Arguments
+        ---------
+        x : torch.Tensor
+            ``[batch, time, embed_dim]``.
+        pos_embs : torch.Tensor
+            ``[1, 2 * time - 1, embed_dim]`` from ``RelPosEncXL.make_pe(time)``
+            (offsets ``time - 1`` down to ``-(time - 1)``).
+        key_padding_mask : torch.Tensor, optional
+            ``[batch, time]`` bool, True on padded frames (never attended to).
+
+        Returns
+        -------
+        torch.Tensor
+            ``[batch, time, embed_dim]``.
+        """
+        batch, time, _ = x.shape
+        heads, head_dim = self.num_heads, self.head_dim
+        # RelPosMHAXL's layout: per head, [q | k | v] are adjacent in in_proj.
+        query, key, value = (
+            nn.functional.linear(x, self.in_proj_weight)
+            .view(batch, time, heads, 3 * head_dim)
+            .chunk(3, dim=-1)
+        )
+        key, value = key.transpose(1, 2), value.transpose(1, 2)
+        query_u = (query + self.pos_bias_u.view(1, 1, heads, head_dim)).transpose(1, 2)
+        query_v = (
+            ((query + self.pos_bias_v.view(1, 1, heads, head_dim)) * self.scale)
+            .transpose(1, 2)
+            .contiguous()
+        )
+        positions = self.linear_pos(pos_embs).view(-1, heads, head_dim).transpose(0, 1)
+        padding = None
+        if key_padding_mask is not None and key_padding_mask.any():
+            padding = key_padding_mask[:, None, None, :]
+        # Query rows in blocks: each block needs only the band of positions its
+        # rows see (time + rows - 1 of them), so the position scores never
+        # exist as a [time, 2 * time - 1] matrix (half the work, bounded memory).
+        attended = []
+        for start in range(0, time, self.query_block):
+            end = min(time, start + self.query_block)
+            band = positions[:, time - end : 2 * time - 1 - start]
+            position_scores = self._relative_shift(
+                torch.matmul(query_v[:, :, start:end], band.transpose(1, 2))
+            )
+            if padding is not None:
+                position_scores = position_scores.masked_fill(padding, float("-inf"))
+            attended.append(
+                nn.functional.scaled_dot_product_attention(
+                    query_u[:, :, start:end],
+                    key,
+                    value,
+                    attn_mask=position_scores,
+                    dropout_p=self.dropout if self.training else 0.0,
+                    scale=self.scale,
+                )
+            )
+        attended = torch.cat(attended, dim=2) if len(attended) > 1 else attended[0]
+        return self.out_proj(attended.transpose(1, 2).reshape(batch, time, -1))
