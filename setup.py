@@ -40,9 +40,12 @@ setup(
         "tqdm>=4.60",
     ],
     extras_require={
-        "dev": ["pytest>=8"],
+        # The tests cover backbone 3 (Whisper), hence transformers.
+        "dev": ["pytest>=8", "transformers>=5.0"],
+        # Backbone 3: a pretrained Whisper encoder from transformers.
+        "whisper": ["transformers>=5.0"],
         # The speed reference of benchmarks/: wav2vec2-base from transformers.
-        "bench": ["transformers>=4.40"],
+        "bench": ["transformers>=5.0"],
     },
     entry_points={"console_scripts": ["qieemo=qieemo_sb.cli:main"]},
 )

@@ -1,9 +1,11 @@
-"""``classify_file`` latency and peak memory: both Qieemo backbones against wav2vec2-base.
+"""``classify_file`` latency and peak memory: the Qieemo backbones against wav2vec2-base.
 
 Each model classifies a 5 s and a 30 s wav file the way a user would: read
 the file, fbank, encoder, head, softmax. The Qieemo classifiers are the full
 recipe YAMLs (``hparams/qieemo.yaml`` and ``qieemo_backbone2.yaml``) with
-random weights, through :class:`qieemo_sb.inference.QieemoClassifier`; the
+random weights, through :class:`qieemo_sb.inference.QieemoClassifier`, and
+backbone 3 (``qieemo_whisper.yaml`` on a whisper-base-sized Whisper with
+random weights) with Whisper's 30 s inputs and with ``real_length``; the
 reference is transformers' ``Wav2Vec2Model`` with its default config (the
 wav2vec2-base of SpeechBrain's IEMOCAP recipe, random weights) with mean
 pooling and a linear layer, fed by the same file reader. Each model runs in
@@ -37,20 +39,44 @@ import torch
 from encoder_speed import median_seconds, timing_parser
 
 RECIPE_HPARAMS = Path(__file__).resolve().parents[1] / "recipes" / "IEMOCAP" / "Qieemo" / "hparams"
-BACKBONES = {"backbone 1 (efficient_conformer)": "qieemo.yaml", "backbone 2 (conformer)": "qieemo_backbone2.yaml"}
+CONFORMERS = {"backbone 1 (efficient_conformer)": "qieemo.yaml", "backbone 2 (conformer)": "qieemo_backbone2.yaml"}
+#: backbone 3 at whisper-base size (random weights, saved to a temporary Hugging Face folder)
+WHISPERS = {"backbone 3 (whisper-base size)": False, "backbone 3 (whisper-base size), real length": True}
+BACKBONES = [*CONFORMERS, *WHISPERS]
+WHISPER_BASE = {"d_model": 512, "encoder_layers": 6, "encoder_attention_heads": 8, "encoder_ffn_dim": 2048,
+                "decoder_layers": 1, "decoder_attention_heads": 8, "decoder_ffn_dim": 2048, "num_mel_bins": 80}
 REFERENCE = "wav2vec2-base (reference)"
 LABELS = ["neu", "hap", "sad", "ang"]
 
 
-def qieemo_classifier(hparams_file: str, device: str, max_chunk=None):
+def qieemo_classifier(hparams_file: str, device: str, max_chunk=None, overrides=None):
     """The recipe's full-size model with random weights, as a QieemoClassifier."""
     from qieemo_sb.hparams_files import load_hparams
     from qieemo_sb.inference import QieemoClassifier
 
-    hparams = load_hparams(RECIPE_HPARAMS / hparams_file, {"pretrained_asr": "unused", "data_folder": "unused"})
-    with torch.no_grad():  # random statistics for the random normalizer
-        hparams["normalize"].train()(hparams["compute_features"](torch.randn(1, 16000)), torch.ones(1))
+    hparams = load_hparams(RECIPE_HPARAMS / hparams_file,
+                           {"pretrained_asr": "unused", "data_folder": "unused", **(overrides or {})})
+    if hparams["normalize"].count == 0:
+        with torch.no_grad():  # random statistics for the random normalizer
+            hparams["normalize"].train()(hparams["compute_features"](torch.randn(1, 16000)), torch.ones(1))
     return QieemoClassifier.from_training_hparams(hparams, run_opts={"device": device}, max_chunk=max_chunk)
+
+
+def save_whisper_base(folder: Path) -> Path:
+    """A whisper-base-sized Whisper with random weights, in Hugging Face format."""
+    from transformers import WhisperConfig, WhisperModel
+
+    WhisperModel(WhisperConfig(**WHISPER_BASE)).save_pretrained(folder)
+    return folder
+
+
+def build_model(args):
+    if args.model == REFERENCE:
+        return Wav2Vec2Classifier(args.device)
+    if args.model in WHISPERS:
+        backbone = {"whisper_source": args.whisper_folder, "real_length": WHISPERS[args.model]}
+        return qieemo_classifier("qieemo_whisper.yaml", args.device, args.child_max_chunk, {"backbone": backbone})
+    return qieemo_classifier(CONFORMERS[args.model], args.device, args.child_max_chunk)
 
 
 class Wav2Vec2Classifier(torch.nn.Module):
@@ -84,10 +110,7 @@ def measure_model(args) -> dict:
     """Runs in the child process: one model, every clip."""
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    if args.model == REFERENCE:
-        model = Wav2Vec2Classifier(args.device)
-    else:
-        model = qieemo_classifier(BACKBONES[args.model], args.device, args.child_max_chunk)
+    model = build_model(args)
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
     params = sum(p.numel() for p in model.parameters())
     result = {"params": params, "seconds": {}, "peak_rss_mb": {}}
@@ -110,7 +133,8 @@ def measure_model(args) -> dict:
 
 def child(model: str, clips, args, max_chunk=None, timeline_file=None) -> dict:
     command = [sys.executable, __file__, "--child", model, "--threads", str(args.threads),
-               "--repeats", str(args.repeats), "--device", args.device, "--clips", *map(str, clips)]
+               "--repeats", str(args.repeats), "--device", args.device, "--clips", *map(str, clips),
+               "--whisper-folder", str(args.whisper_folder)]
     if max_chunk:
         command += ["--child-max-chunk", str(max_chunk)]
     if timeline_file:
@@ -138,19 +162,21 @@ def main():
     parser.add_argument("--child-max-chunk", type=float, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--clips", nargs="*", help=argparse.SUPPRESS)
     parser.add_argument("--timeline-file", help=argparse.SUPPRESS)
+    parser.add_argument("--whisper-folder", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.model:
         print(json.dumps(measure_model(args)))
         return
 
     folder = Path(tempfile.mkdtemp(prefix="inference_speed_"))
+    args.whisper_folder = save_whisper_base(folder / "whisper_base")
     clips = [write_clip(folder / f"clip_{d:g}s.wav", d) for d in args.durations]
     where = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else (
         f"{platform.processor() or platform.machine()}, {args.threads} threads")
     print(f"torch {torch.__version__}, device: {where}, classify_file median of {args.repeats}")
     results = {name: child(name, clips, args) for name in [*BACKBONES, REFERENCE]}
     if args.max_chunk:
-        for name in BACKBONES:
+        for name in CONFORMERS:
             results[f"{name}, max_chunk {args.max_chunk:g} s"] = child(name, clips, args, max_chunk=args.max_chunk)
 
     short, long = f"{args.durations[0]:g}", f"{args.durations[-1]:g}"

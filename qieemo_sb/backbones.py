@@ -6,7 +6,7 @@ backbone outside a recipe (tests, benchmarks, the inference interface).
 Example
 -------
 >>> sorted(BACKBONES)
-['conformer', 'conformer_tiny', 'efficient_conformer', 'efficient_conformer_tiny']
+['conformer', 'conformer_tiny', 'efficient_conformer', 'efficient_conformer_tiny', 'whisper']
 >>> backbone = load_backbone("efficient_conformer_tiny")
 >>> backbone["encoder"].frame_periods_ms[:4]
 [20.0, 20.0, 20.0, 40.0]

@@ -40,6 +40,7 @@ import ruamel.yaml
 from ruamel.yaml.comments import CommentedMap
 
 from qieemo_sb import __version__
+from qieemo_sb.hparams_files import yaml_tag
 
 CHECKPOINT_FILES = ("encoder.ckpt", "head.ckpt", "normalizer.ckpt")
 LABEL_FILE = "label_encoder.txt"
@@ -160,10 +161,31 @@ def _test_scores(test_metrics: Path):
     return {key: metrics[key] for key in ("fold", "epoch", "wa", "ua", "wf1", "macro_f1", "support") if key in metrics}
 
 
+WHISPER_ENCODER_TAG = "!new:qieemo_sb.encoders.whisper.WhisperEncoder"
+
+
+def _without_sources(run_tree) -> None:
+    """A Whisper encoder is built from a local folder or hub id: rebuild it from its config instead.
+
+    The exported folder then needs neither (its ``encoder.ckpt`` holds the
+    weights), and names no path of the machine it was made on.
+    """
+    from qieemo_sb.encoders.whisper import portable_config
+
+    backbone = run_tree["backbone"]
+    encoder = backbone.get("encoder") if isinstance(backbone, dict) else None
+    if encoder is None or yaml_tag(encoder) != WHISPER_ENCODER_TAG:
+        return
+    source = encoder.pop("source")
+    encoder["config"] = portable_config(source)
+    backbone["whisper_source"] = None
+
+
 def inference_hparams_text(
     run_tree, *, min_duration: float, max_chunk: Optional[float], timeline_window: float, timeline_hop: float
 ) -> str:
     """The exported hyperparams.yaml from the run's resolved YAML tree."""
+    _without_sources(run_tree)
     kept = CommentedMap((key, run_tree[key]) for key in RUN_KEYS)
     out = io.StringIO()
     ruamel.yaml.YAML().dump(kept, out)
@@ -247,7 +269,6 @@ def export_emotion_model(
         trained.load(label_file)
         if [trained.ind2lab[index] for index in range(len(trained))] != labels:
             raise ValueError(f"{label_file} lists {dict(trained.ind2lab)} but the run's labels are {labels}")
-        head = tree["head"]
         test_metrics = run_dir / "test_metrics.json"
         facts = {
             "qieemo_sb_version": __version__,
@@ -259,8 +280,8 @@ def export_emotion_model(
             "sample_rate": int(tree["sample_rate"]),
             "encoder_class": type(classifier.mods.encoder).__name__,
             "parameters": sum(p.numel() for p in classifier.mods.parameters()),
-            "mmf_blocks": list(head["mmf"]["blocks"]),
-            "cma": head.get("cma") is not None,
+            "mmf_blocks": list(classifier.mods.head.mmf.blocks),
+            "cma": classifier.mods.head.cma is not None,
         }
         (staging / "export.json").write_text(json.dumps(facts, indent=2, default=str), encoding="utf-8")
         (staging / "README.md").write_text(

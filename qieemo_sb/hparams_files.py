@@ -49,14 +49,15 @@ def _yaml() -> ruamel.yaml.YAML:
     return ruamel.yaml.YAML()  # round-trip: keeps HyperPyYAML's tags
 
 
-def _tag(node) -> Optional[str]:
+def yaml_tag(node) -> Optional[str]:
+    """The HyperPyYAML tag of a round-trip YAML node (``"!new:..."``), or None."""
     tag = getattr(getattr(node, "tag", None), "value", None)
     return tag if tag and tag.startswith("!") else None
 
 
 def _include_target(node, root_dir: Path) -> Optional[Path]:
     """The file an ``!include:`` node loads, or None for any other node."""
-    tag = _tag(node)
+    tag = yaml_tag(node)
     if tag is None or not tag.startswith("!include:"):
         return None
     return root_dir / tag[len("!include:"):]
@@ -76,11 +77,11 @@ def _merge(base, override, source: str, root_dir: Path, path: str = ""):
                 f"{included or 'its base'} (known keys: {', '.join(sorted(map(str, known)))})"
             )
         base_value = base.get(key)
-        if isinstance(value, Mapping) and _tag(value) is None:
+        if isinstance(value, Mapping) and yaml_tag(value) is None:
             if not isinstance(base_value, Mapping) and _include_target(base_value, root_dir):
                 # `!include:x.yaml` with no arguments yet: give it some.
                 arguments = CommentedMap()
-                arguments.yaml_set_ctag(Tag(suffix=_tag(base_value)))
+                arguments.yaml_set_ctag(Tag(suffix=yaml_tag(base_value)))
                 base[key] = base_value = arguments
             if isinstance(base_value, Mapping):
                 _merge(base_value, value, source, root_dir, f"{where}.")

@@ -82,7 +82,7 @@ def fbank_with_lengths(
     ---------
     compute_features : torch.nn.Module
         SpeechBrain ``Fbank`` (centred STFT; its ``compute_STFT.hop_length``
-        is in samples).
+        is in samples), or Whisper's features (their own frame count).
     normalize : torch.nn.Module
         Feature normalizer, called as ``normalize(feats, wav_lens)``.
     wavs : torch.Tensor
@@ -105,10 +105,15 @@ def fbank_with_lengths(
     >>> feats.shape[1], relative_to_absolute_lengths(feat_lens, feats.shape[1]).tolist()
     (101, [101, 51])
     """
+    from qieemo_sb.encoders.whisper import WhisperFeatures  # here: whisper imports this module
+
     feats = normalize(compute_features(wavs), wav_lens)
-    hop = compute_features.compute_STFT.hop_length
     samples = torch.round(wav_lens.float() * wavs.shape[1])
-    frames = torch.div(samples, hop, rounding_mode="floor") + 1
+    if isinstance(compute_features, WhisperFeatures):
+        frames = compute_features.num_frames(samples)
+    else:
+        hop = compute_features.compute_STFT.hop_length
+        frames = torch.div(samples, hop, rounding_mode="floor") + 1
     return feats, frames / feats.shape[1]
 
 

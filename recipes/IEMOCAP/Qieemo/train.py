@@ -225,7 +225,8 @@ def main(argv):
     hparams["start_time"] = time.time()
     if hparams["keep_best_by"] not in SELECTION_SCORES:
         raise ValueError(f"keep_best_by must be one of {list(SELECTION_SCORES)}, got {hparams['keep_best_by']!r}")
-    check_exported_folder(hparams["pretrained_asr"], need_encoder=hparams["load_pretrained_encoder"])
+    if hparams["pretrained_asr"] is not None:  # null: a backbone that comes pretrained (Whisper)
+        check_exported_folder(hparams["pretrained_asr"], need_encoder=hparams["load_pretrained_encoder"])
     create_experiment_folder(hparams["output_folder"], hparams_file, overrides)
 
     run_on_main(
