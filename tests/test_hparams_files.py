@@ -80,3 +80,31 @@ def test_include_arguments_must_exist_in_the_included_file(recipe):
     # the base includes: HyperPyYAML alone would accept it and change nothing.
     with pytest.raises(KeyError, match=r"'backbone.nhead' overrides nothing in .*efficient_conformer_tiny.yaml"):
         load_hparams(recipe / "base.yaml", {"backbone": {"nhead": 2}})
+
+
+ENCODER_WEIGHTS_DIGEST = """
+import hashlib, sys, torch
+from qieemo_sb.hparams_files import load_hparams
+encoder = load_hparams(sys.argv[1], sys.argv[2])["encoder"]
+weights = torch.cat([p.detach().flatten() for p in encoder.parameters()])
+print(hashlib.sha1(weights.numpy().tobytes()).hexdigest())
+"""
+
+
+@pytest.mark.parametrize("recipe_file, overrides", [
+    ("LibriSpeech/ASR/hparams/efficient_conformer_tiny.yaml", "data_folder: x"),
+    ("IEMOCAP/Qieemo/hparams/qieemo_tiny.yaml", "{pretrained_asr: x, data_folder: x}"),
+])
+def test_the_seed_is_set_before_the_encoder_is_built(recipe_file, overrides):
+    """Two fresh processes build the same random encoder (the no-pretraining ablation, stage 1's start)."""
+    import subprocess
+    import sys
+
+    from recipe_runs import ROOT
+
+    digests = {
+        subprocess.run([sys.executable, "-c", ENCODER_WEIGHTS_DIGEST, str(ROOT / "recipes" / recipe_file), overrides],
+                       capture_output=True, text=True, check=True).stdout.split()[-1]
+        for _ in range(2)
+    }
+    assert len(digests) == 1
