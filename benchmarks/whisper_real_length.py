@@ -26,6 +26,7 @@ import torch
 
 from qieemo_sb.audio import load_audio
 from qieemo_sb.encoders.whisper import WhisperEncoder, WhisperFeatures
+from qieemo_sb.masking import fbank_with_lengths
 
 
 def encoders(source: str):
@@ -33,9 +34,11 @@ def encoders(source: str):
 
 
 def encode(encoder: WhisperEncoder, wav: torch.Tensor):
+    """Every block's output on the clip's real frames (as the classifier computes them)."""
     features = WhisperFeatures(n_mels=encoder.n_mels, pad_to_30s=not encoder.real_length)
     with torch.inference_mode():
-        return encoder(features(wav.unsqueeze(0)), torch.ones(1)).hidden_states
+        feats, feat_lens = fbank_with_lengths(features, lambda x, lengths: x, wav.unsqueeze(0), torch.ones(1))
+        return encoder(feats, feat_lens).hidden_states
 
 
 def main():
