@@ -24,7 +24,10 @@ def test_tiny_demo_interrupted_then_continued_produces_every_file_it_names(tmp_p
     # Ctrl-C (SIGINT to the whole process group, as a terminal sends it) once
     # stage 2 has finished a fold of the first experiment.
     first = subprocess.Popen(
-        demo_command(out), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        demo_command(out), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        # A shell without job control starts background jobs with SIGINT ignored, and that is inherited:
+        # give the demo a terminal's default, whatever started pytest.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.time() + 600
     while not (paths.experiment("qieemo") / "fold_1" / "test_metrics.json").is_file():
