@@ -217,6 +217,7 @@ class WhisperEncoder(nn.Module):
             self.whisper = transformers.models.whisper.modeling_whisper.WhisperEncoder(
                 transformers.WhisperConfig(**config)
             )
+        # Fused attention whatever this transformers version defaults to.
         self.whisper.config._attn_implementation = "sdpa"
         self.real_length = real_length
         self.num_blocks = self.whisper.config.encoder_layers
