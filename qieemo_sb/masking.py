@@ -18,7 +18,7 @@ tensor([[False, False, False,  True],
 tensor([1., 4.])
 """
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 
@@ -129,8 +129,12 @@ def lengths_to_padding_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor
     return positions.unsqueeze(0) >= lengths.unsqueeze(1)
 
 
-def zero_padding(x: torch.Tensor, lengths: torch.Tensor, time_dim: int = 1) -> torch.Tensor:
+def zero_padding(
+    x: torch.Tensor, lengths: Optional[torch.Tensor], time_dim: int = 1
+) -> torch.Tensor:
     """Sets the padded frames of ``x`` to zero; batch is axis 0, time ``time_dim``.
+
+    ``lengths`` None means that no frame is padded: ``x`` is returned as is.
 
     Example
     -------
@@ -140,6 +144,8 @@ def zero_padding(x: torch.Tensor, lengths: torch.Tensor, time_dim: int = 1) -> t
     >>> zero_padding(torch.ones(1, 2, 3, 1), torch.tensor([2]), time_dim=2).flatten().tolist()
     [1.0, 1.0, 0.0, 1.0, 1.0, 0.0]
     """
+    if lengths is None:
+        return x
     shape = [x.shape[0]] + [1] * (x.dim() - 1)
     shape[time_dim] = x.shape[time_dim]
     mask = lengths_to_padding_mask(lengths, x.shape[time_dim])
@@ -158,7 +164,7 @@ def ceil_div(lengths: torch.Tensor, factor: int) -> torch.Tensor:
 
 
 def masked_avg_pool1d(
-    x: torch.Tensor, lengths: torch.Tensor, factor: int
+    x: torch.Tensor, lengths: Optional[torch.Tensor], factor: int
 ) -> torch.Tensor:
     """Averages each run of ``factor`` frames over its valid frames only.
 
@@ -170,8 +176,8 @@ def masked_avg_pool1d(
     ---------
     x : torch.Tensor
         ``[batch, time, features]``.
-    lengths : torch.Tensor
-        ``[batch]`` valid frame counts.
+    lengths : torch.Tensor or None
+        ``[batch]`` valid frame counts; None: no frame is padded.
     factor : int
         Pooling window and stride.
 
@@ -185,9 +191,15 @@ def masked_avg_pool1d(
     >>> x = torch.tensor([[1.0, 3.0, 5.0, 7.0, 9.0]]).unsqueeze(-1)
     >>> masked_avg_pool1d(x, torch.tensor([3]), 2).squeeze(-1)
     tensor([[2., 5., 0.]])
+    >>> masked_avg_pool1d(x, None, 2).squeeze(-1)  # no padding: the last window is 9 alone
+    tensor([[2., 6., 9.]])
     """
     if factor == 1:
         return zero_padding(x, lengths)
+    if lengths is None:  # ceil_mode divides the partial last window by its own size
+        return torch.nn.functional.avg_pool1d(
+            x.transpose(1, 2), factor, factor, ceil_mode=True
+        ).transpose(1, 2)
     batch, time, features = x.shape
     out_time = -(-time // factor)
     valid = (~lengths_to_padding_mask(lengths, time)).to(x.dtype)

@@ -175,3 +175,44 @@ def test_convolution_module_equals_conv1d(stride):
     glu = torch.nn.functional.glu(module.pointwise_in(module.layer_norm(x)), dim=-1)
     expected = module.after_conv(module.depthwise(glu.transpose(1, 2)).transpose(1, 2))
     assert torch.allclose(module(x, torch.tensor([9])), expected, atol=1e-6)
+
+
+def test_feed_forward_equals_the_sequential_it_replaces():
+    """Same checkpoint keys and outputs as Sequential(LayerNorm, PositionalwiseFeedForward,
+    Dropout), in training (out-of-place Swish, same gradients) and in inference (in place)."""
+    from qieemo_sb.encoders.conformer_block import FeedForward
+
+    torch.manual_seed(0)
+    ffn = FeedForward(d_model=16, d_ffn=32, dropout=0.0)
+    assert sorted(ffn.state_dict()) == [
+        "0.bias", "0.weight", "1.ffn.0.bias", "1.ffn.0.weight", "1.ffn.3.bias", "1.ffn.3.weight"]
+    x = torch.randn(3, 7, 16, requires_grad=True)
+    fast, reference = ffn(x), torch.nn.Sequential.forward(ffn, x)
+    torch.testing.assert_close(fast, reference)
+    fast_grads = torch.autograd.grad(fast.square().sum(), [x, *ffn.parameters()])
+    reference_grads = torch.autograd.grad(reference.square().sum(), [x, *ffn.parameters()])
+    for fast_grad, reference_grad in zip(fast_grads, reference_grads):
+        torch.testing.assert_close(fast_grad, reference_grad)
+    with torch.inference_mode():
+        torch.testing.assert_close(ffn(x), reference.detach())
+
+
+def test_unpadded_batch_takes_the_mask_free_path_with_the_same_result(encoders):
+    """A batch without padding skips the masks; given all-full lengths, the masked
+    path must agree (it is what a padded batch runs)."""
+    from qieemo_sb.masking import masked_avg_pool1d
+
+    x = torch.randn(2, 9, 4)
+    full = torch.tensor([9, 9])
+    for factor in (1, 2, 4):
+        torch.testing.assert_close(masked_avg_pool1d(x, None, factor), masked_avg_pool1d(x, full, factor))
+    block = encoders["efficient_conformer_tiny"].blocks[3]  # a strided block
+    assert block.stride == 2
+    pos = encoders["efficient_conformer_tiny"].positional_encoding.make_pe(9)
+    x = torch.randn(2, 9, 64)
+    with torch.no_grad():
+        unpadded, unpadded_lengths = block(x, full, pos)
+        # A third, padded row forces the masked path on the first two.
+        padded, _ = block(torch.cat([x, torch.zeros(1, 9, 64)]), torch.tensor([9, 9, 4]), pos)
+    assert unpadded_lengths.tolist() == [5, 5]
+    torch.testing.assert_close(unpadded, padded[:2], atol=1e-5, rtol=1e-5)

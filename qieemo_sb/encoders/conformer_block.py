@@ -15,6 +15,54 @@ from qieemo_sb.masking import (
 )
 
 
+class FeedForward(nn.Sequential):
+    """LayerNorm, then SpeechBrain's ``PositionalwiseFeedForward`` (Swish), then dropout.
+
+    The parameters (and so the checkpoint keys) of
+    ``Sequential(LayerNorm, PositionalwiseFeedForward, Dropout)``, with a
+    forward that computes the same thing on ``[batch, time, d_model]``
+    without the ``[time, batch, ...]`` round trip of
+    ``PositionalwiseFeedForward``, and with the Swish applied in place when
+    no gradient is recorded (inference): the ``d_ffn``-wide hidden tensor is
+    the largest one of the block, and this is about a tenth of the module's
+    CPU time.
+
+    Arguments
+    ---------
+    d_model : int
+        Input and output dimension.
+    d_ffn : int
+        Hidden size.
+    dropout : float
+        Dropout after the Swish and on the output.
+
+    Example
+    -------
+    >>> ffn = FeedForward(d_model=16, d_ffn=32, dropout=0.0)
+    >>> x = torch.rand(2, 5, 16)
+    >>> torch.allclose(ffn(x), nn.Sequential.forward(ffn, x), atol=1e-6)
+    True
+    """
+
+    def __init__(self, d_model: int, d_ffn: int, dropout: float = 0.1):
+        super().__init__(
+            nn.LayerNorm(d_model),
+            PositionalwiseFeedForward(
+                d_ffn=d_ffn, input_size=d_model, dropout=dropout, activation=Swish
+            ),
+            nn.Dropout(dropout),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[batch, time, d_model]`` -> ``[batch, time, d_model]``."""
+        norm, feed_forward, dropout = self
+        expand, swish, hidden_dropout, contract = feed_forward.ffn
+        hidden = expand(norm(x))  # Swish is built with beta 1: a plain SiLU
+        # In place only when autograd keeps nothing (SiLU's backward needs its input).
+        hidden = nn.functional.silu(hidden, inplace=not hidden.requires_grad)
+        return dropout(contract(hidden_dropout(hidden)))
+
+
 class ConformerBlock(nn.Module):
     """Macaron FFN, relative-position MHSA, convolution, FFN, final LayerNorm.
 
@@ -60,7 +108,7 @@ class ConformerBlock(nn.Module):
     ):
         super().__init__()
         self.stride = stride
-        self.ffn1 = self._feed_forward(d_model, d_ffn, dropout)
+        self.ffn1 = FeedForward(d_model, d_ffn, dropout)
         self.norm_mha = nn.LayerNorm(d_model)
         self.mha = RelPositionSelfAttention(
             embed_dim=d_model, num_heads=nhead, dropout=dropout
@@ -69,18 +117,8 @@ class ConformerBlock(nn.Module):
         self.conv = ConvolutionModule(
             d_model=d_model, kernel_size=kernel_size, stride=stride, dropout=dropout
         )
-        self.ffn2 = self._feed_forward(d_model, d_ffn, dropout)
+        self.ffn2 = FeedForward(d_model, d_ffn, dropout)
         self.norm_out = nn.LayerNorm(d_model)
-
-    @staticmethod
-    def _feed_forward(d_model: int, d_ffn: int, dropout: float) -> nn.Sequential:
-        return nn.Sequential(
-            nn.LayerNorm(d_model),
-            PositionalwiseFeedForward(
-                d_ffn=d_ffn, input_size=d_model, dropout=dropout, activation=Swish
-            ),
-            nn.Dropout(dropout),
-        )
 
     def forward(
         self, x: torch.Tensor, lengths: torch.Tensor, pos_embs: torch.Tensor
@@ -103,14 +141,19 @@ class ConformerBlock(nn.Module):
         lengths : torch.Tensor
             ``[batch]`` valid frame counts of ``out``.
         """
-        pad_mask = lengths_to_padding_mask(lengths, x.shape[1])
+        # One check per block: a batch without padding (one clip at
+        # inference) skips every mask below (mask_lengths None).
+        padded = int(lengths.min()) < x.shape[1]
+        mask_lengths = lengths if padded else None
+        pad_mask = lengths_to_padding_mask(lengths, x.shape[1]) if padded else None
         x = x + 0.5 * self.ffn1(x)
         normed = self.norm_mha(x)
         x = x + self.dropout_mha(self.mha(normed, pos_embs, key_padding_mask=pad_mask))
-        conv_out = self.conv(x, lengths)
+        conv_out = self.conv(x, mask_lengths)
         if self.stride > 1:
-            x = masked_avg_pool1d(x, lengths, self.stride)
+            x = masked_avg_pool1d(x, mask_lengths, self.stride)
             lengths = ceil_div(lengths, self.stride)
+            mask_lengths = lengths if padded else None
         x = x + conv_out
         x = self.norm_out(x + 0.5 * self.ffn2(x))
-        return zero_padding(x, lengths), lengths
+        return zero_padding(x, mask_lengths), lengths

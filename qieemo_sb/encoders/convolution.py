@@ -1,5 +1,7 @@
 """Conformer convolution module, optionally strided (progressive downsampling)."""
 
+from typing import Optional
+
 import torch
 from speechbrain.nnet.activations import Swish
 from torch import nn
@@ -64,11 +66,11 @@ class ConvolutionModule(nn.Module):
             nn.Dropout(dropout),
         )
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
         """``[batch, time, d_model]`` -> ``[batch, ceil(time / stride), d_model]``.
 
         ``lengths`` (``[batch]`` valid frame counts of ``x``) marks the frames
-        zeroed before the depthwise convolution.
+        zeroed before the depthwise convolution; None: no frame is padded.
         """
         out = nn.functional.glu(self.pointwise_in(self.layer_norm(x)), dim=-1)
         out = zero_padding(out, lengths)

@@ -81,8 +81,9 @@ class Conv2dSubsampling(nn.Module):
             ``[batch]`` valid output frame counts.
         """
         x = feats.unsqueeze(1)  # [B, 1, T, F]
+        padded = int(lengths.min()) < feats.shape[1]  # else nothing to zero
         for conv in self.convs:
-            x = torch.relu(conv(zero_padding(x, lengths, time_dim=2)))
+            x = torch.relu(conv(zero_padding(x, lengths if padded else None, time_dim=2)))
             lengths = ceil_div(lengths, 2)
         batch, channels, time, freq = x.shape
         x = x.permute(0, 2, 1, 3).reshape(batch, time, channels * freq)
