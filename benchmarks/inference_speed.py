@@ -9,9 +9,13 @@ random weights) with Whisper's 30 s inputs and with ``real_length``; the
 reference is transformers' ``Wav2Vec2Model`` with its default config (the
 wav2vec2-base of SpeechBrain's IEMOCAP recipe, random weights) with mean
 pooling and a linear layer, fed by the same file reader. Each model runs in
-its own process (so peak RSS is its own); the script prints the median over
-repeats, each model's speed-up over wav2vec2-base on the 5 s clip and its
-30 s / 5 s time ratio, for whole-clip encoding and with ``--max-chunk``
+its own process (so peak RSS is its own), once per round: ``--rounds``
+runs every model in turn, round after round, so that a slow stretch of a
+shared machine falls on all of them alike. The script prints, per model, the
+best of its rounds' medians over repeats, its speed-up over wav2vec2-base on
+the 5 s clip (and that speed-up within each round, against the reference run
+of the same round) and its 30 s / 5 s time ratio, for whole-clip encoding and
+with ``--max-chunk``
 (``classify_file`` encoding long clips in chunks). ``--timeline-minutes`` also times
 ``classify_timeline`` on long recordings and prints peak memory per length
 (bounded memory: it must not grow with the length).
@@ -156,6 +160,8 @@ def main():
     parser = timing_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--max-chunk", type=float, default=7.0,
                         help="also time the backbones with classify_file's max_chunk (seconds)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="runs of every model, interleaved; the best round counts")
     parser.add_argument("--timeline-minutes", type=float, nargs="*", default=[],
                         help="also time classify_timeline (backbone 1) on recordings this long")
     parser.add_argument("--child", choices=[*BACKBONES, REFERENCE], dest="model", help=argparse.SUPPRESS)
@@ -174,22 +180,26 @@ def main():
     where = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else (
         f"{platform.processor() or platform.machine()}, {args.threads} threads")
     print(f"torch {torch.__version__}, device: {where}, classify_file median of {args.repeats}")
-    results = {name: child(name, clips, args) for name in [*BACKBONES, REFERENCE]}
+    runs = {name: (name, None) for name in [*BACKBONES, REFERENCE]}
     if args.max_chunk:
-        for name in CONFORMERS:
-            results[f"{name}, max_chunk {args.max_chunk:g} s"] = child(name, clips, args, max_chunk=args.max_chunk)
+        runs.update({f"{name}, max_chunk {args.max_chunk:g} s": (name, args.max_chunk) for name in CONFORMERS})
+    rounds = [{label: child(name, clips, args, max_chunk=chunk) for label, (name, chunk) in runs.items()}
+              for _ in range(args.rounds)]
 
     short, long = f"{args.durations[0]:g}", f"{args.durations[-1]:g}"
-    reference = results[REFERENCE]["seconds"][short]
+    best = {label: {d: min(r[label]["seconds"][d] for r in rounds) for d in rounds[0][label]["seconds"]}
+            for label in runs}
+    print(f"best of {args.rounds} rounds; speed-up = wav2vec2-base time / model time on the {short} s clip")
     print(f"| model | params | " + " | ".join(f"{d:g} s clip (ms)" for d in args.durations)
-          + f" | speed-up {short} s | {long} s / {short} s | peak RSS (MB) |")
-    print("|" + "---|" * (5 + len(args.durations)))
-    for name, result in results.items():
-        times = result["seconds"]
-        print(f"| {name} | {result['params'] / 1e6:.1f}M | "
+          + f" | speed-up {short} s | per round | {long} s / {short} s | peak RSS (MB) |")
+    print("|" + "---|" * (6 + len(args.durations)))
+    for label in runs:
+        times = best[label]
+        per_round = ", ".join(f"{r[REFERENCE]['seconds'][short] / r[label]['seconds'][short]:.2f}" for r in rounds)
+        print(f"| {label} | {rounds[0][label]['params'] / 1e6:.1f}M | "
               + " | ".join(f"{times[f'{d:g}'] * 1000:.1f}" for d in args.durations)
-              + f" | {reference / times[short]:.2f}x | {times[long] / times[short]:.2f} | "
-              f"{max(result['peak_rss_mb'].values()):.0f} |")
+              + f" | {best[REFERENCE][short] / times[short]:.2f}x | {per_round} | {times[long] / times[short]:.2f} | "
+              f"{max(max(r[label]['peak_rss_mb'].values()) for r in rounds):.0f} |")
 
     for minutes in args.timeline_minutes:
         path = write_clip(folder / f"recording_{minutes:g}min.wav", minutes * 60)
