@@ -129,6 +129,22 @@ def lengths_to_padding_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor
     return positions.unsqueeze(0) >= lengths.unsqueeze(1)
 
 
+def lengths_if_padded(lengths: torch.Tensor, max_len: int) -> Optional[torch.Tensor]:
+    """``lengths`` when some sequence is shorter than ``max_len``, else None.
+
+    None tells the masking helpers that nothing is padded (one clip at
+    inference): they then skip their masks. One host check per call.
+
+    Example
+    -------
+    >>> lengths_if_padded(torch.tensor([3, 2]), 3)
+    tensor([3, 2])
+    >>> lengths_if_padded(torch.tensor([3, 3]), 3) is None
+    True
+    """
+    return lengths if int(lengths.min()) < max_len else None
+
+
 def zero_padding(
     x: torch.Tensor, lengths: Optional[torch.Tensor], time_dim: int = 1
 ) -> torch.Tensor:

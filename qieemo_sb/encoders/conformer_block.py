@@ -9,6 +9,7 @@ from qieemo_sb.encoders.attention import RelPositionSelfAttention
 from qieemo_sb.encoders.convolution import ConvolutionModule
 from qieemo_sb.masking import (
     ceil_div,
+    lengths_if_padded,
     lengths_to_padding_mask,
     masked_avg_pool1d,
     zero_padding,
@@ -143,8 +144,8 @@ class ConformerBlock(nn.Module):
         """
         # One check per block: a batch without padding (one clip at
         # inference) skips every mask below (mask_lengths None).
-        padded = int(lengths.min()) < x.shape[1]
-        mask_lengths = lengths if padded else None
+        mask_lengths = lengths_if_padded(lengths, x.shape[1])
+        padded = mask_lengths is not None
         pad_mask = lengths_to_padding_mask(lengths, x.shape[1]) if padded else None
         x = x + 0.5 * self.ffn1(x)
         normed = self.norm_mha(x)

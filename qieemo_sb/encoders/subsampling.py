@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from qieemo_sb.masking import ceil_div, zero_padding
+from qieemo_sb.masking import ceil_div, lengths_if_padded, zero_padding
 
 
 class Conv2dSubsampling(nn.Module):
@@ -81,10 +81,11 @@ class Conv2dSubsampling(nn.Module):
             ``[batch]`` valid output frame counts.
         """
         x = feats.unsqueeze(1)  # [B, 1, T, F]
-        padded = int(lengths.min()) < feats.shape[1]  # else nothing to zero
+        mask_lengths = lengths_if_padded(lengths, feats.shape[1])  # None: nothing to zero
         for conv in self.convs:
-            x = torch.relu(conv(zero_padding(x, lengths if padded else None, time_dim=2)))
+            x = torch.relu(conv(zero_padding(x, mask_lengths, time_dim=2)))
             lengths = ceil_div(lengths, 2)
+            mask_lengths = None if mask_lengths is None else lengths
         batch, channels, time, freq = x.shape
         x = x.permute(0, 2, 1, 3).reshape(batch, time, channels * freq)
         return self.dropout(self.projection(x)), lengths
