@@ -70,12 +70,13 @@ def wav2vec2_forward(device: torch.device):
     return run, sum(p.numel() for p in model.parameters())
 
 
-def timing_parser(description: str) -> argparse.ArgumentParser:
-    """Options every speed script takes: threads, clip durations, repeats, device."""
+def timing_parser(description: str, repeats: bool = True) -> argparse.ArgumentParser:
+    """Options every speed script takes: threads, clip durations, device (and repeats)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--durations", type=float, nargs="+", default=[5.0, 30.0])
-    parser.add_argument("--repeats", type=int, default=5)
+    if repeats:
+        parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu")
     return parser
 

@@ -8,16 +8,22 @@ backbone 3 (``qieemo_whisper.yaml`` on a whisper-base-sized Whisper with
 random weights) with Whisper's 30 s inputs and with ``real_length``; the
 reference is transformers' ``Wav2Vec2Model`` with its default config (the
 wav2vec2-base of SpeechBrain's IEMOCAP recipe, random weights) with mean
-pooling and a linear layer, fed by the same file reader. Each model runs in
-its own process (so peak RSS is its own), once per round: ``--rounds``
-runs every model in turn, round after round, so that a slow stretch of a
-shared machine falls on all of them alike. The script prints, per model, the
-best of its rounds' medians over repeats, its speed-up over wav2vec2-base on
-the 5 s clip (and that speed-up within each round, against the reference run
-of the same round) and its 30 s / 5 s time ratio, for whole-clip encoding and
-with ``--max-chunk``
-(``classify_file`` encoding long clips in chunks). ``--timeline-minutes`` also times
-``classify_timeline`` on long recordings and prints peak memory per length
+pooling and a linear layer, fed by the same file reader, under
+``torch.inference_mode`` as the Qieemo classifier.
+
+Every model runs in its own process (so peak RSS is its own), and the
+reference in one more, started first and kept for the whole run. On the 5 s
+clip the two take turns: ``--calls`` consecutive calls of the reference,
+then as many of the model, ``--turns`` times (after two untimed calls
+each). Within a turn the process runs as it would serving requests (what it
+leaves in the CPU caches helps its next call, as in real use), and a shared
+machine's slow stretches, which last seconds, fall on neighbouring turns
+alike: the speed-up is the median over turns of (reference turn median /
+the model's next turn median), printed with the middle half of those turn
+ratios. The longer clips are timed on the model alone (as many calls).
+Also timed: the backbones with ``--max-chunk`` (``classify_file`` encoding
+long clips in chunks), and with ``--timeline-minutes``,
+``classify_timeline`` on long recordings with its peak memory per length
 (bounded memory: it must not grow with the length).
 
 Usage::
@@ -30,6 +36,7 @@ import argparse
 import json
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,7 +47,7 @@ import numpy as np
 import soundfile
 import torch
 
-from encoder_speed import median_seconds, timing_parser
+from encoder_speed import timing_parser
 
 RECIPE_HPARAMS = Path(__file__).resolve().parents[1] / "recipes" / "IEMOCAP" / "Qieemo" / "hparams"
 CONFORMERS = {"backbone 1 (efficient_conformer)": "qieemo.yaml", "backbone 2 (conformer)": "qieemo_backbone2.yaml"}
@@ -95,13 +102,13 @@ class Wav2Vec2Classifier(torch.nn.Module):
         self.device = device
         self.to(device).eval()
 
-    @torch.no_grad()
     def classify_file(self, path):
         from qieemo_sb.audio import load_audio
 
         wav = load_audio(path, sample_rate=16000).unsqueeze(0).to(self.device)
-        hidden = self.wav2vec2(wav).last_hidden_state.mean(dim=1)
-        out_prob = torch.log_softmax(self.output(hidden), dim=-1)
+        with torch.inference_mode():  # as QieemoClassifier
+            hidden = self.wav2vec2(wav).last_hidden_state.mean(dim=1)
+            out_prob = torch.log_softmax(self.output(hidden), dim=-1)
         score, index = out_prob.max(dim=-1)
         return out_prob, score, index, [LABELS[i] for i in index.tolist()]
 
@@ -110,41 +117,82 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def measure_model(args) -> dict:
-    """Runs in the child process: one model, every clip."""
+def serve_model(args):
+    """The child process: builds one model, then answers the parent line by line.
+
+    ``time N PATH``: the seconds of N consecutive ``classify_file`` calls as
+    a JSON list (two untimed calls first, the first time a path comes);
+    ``timeline PATH``: ``classify_timeline`` time, windows and peak RSS as
+    JSON; ``stats``: parameters and peak RSS as JSON.
+    """
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = build_model(args)
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
-    params = sum(p.numel() for p in model.parameters())
-    result = {"params": params, "seconds": {}, "peak_rss_mb": {}}
-    for clip in args.clips:
-        duration = soundfile.info(clip).duration
+    warm = set()
+    print("ready", flush=True)
+    for line in sys.stdin:
+        command, _, path = line.strip().partition(" ")
+        if command == "time":
+            calls, _, path = path.partition(" ")
+            for _ in range(0 if path in warm else 2):
+                model.classify_file(path)
+            warm.add(path)
+            seconds = []
+            for _ in range(int(calls)):
+                sync()
+                start = time.perf_counter()
+                model.classify_file(path)
+                sync()
+                seconds.append(time.perf_counter() - start)
+            print(json.dumps(seconds), flush=True)
+        elif command == "timeline":
+            start = time.perf_counter()
+            segments = model.classify_timeline(path)
+            print(json.dumps({"seconds": time.perf_counter() - start, "windows": len(segments),
+                              "peak_rss_mb": peak_rss_mb()}), flush=True)
+        elif command == "stats":
+            print(json.dumps({"params": sum(p.numel() for p in model.parameters()),
+                              "peak_rss_mb": peak_rss_mb()}), flush=True)
 
-        def timed():
-            model.classify_file(clip)
-            sync()
 
-        result["seconds"][f"{duration:g}"] = median_seconds(timed, args.repeats)
-        result["peak_rss_mb"][f"{duration:g}"] = peak_rss_mb()
-    if args.timeline_file:
-        start = time.perf_counter()
-        segments = model.classify_timeline(args.timeline_file)
-        result["timeline"] = {"seconds": time.perf_counter() - start, "windows": len(segments),
-                              "peak_rss_mb": peak_rss_mb()}
-    return result
+class Worker:
+    """A model in its own process (:func:`serve_model`), timed on request."""
+
+    def __init__(self, model: str, args, max_chunk=None):
+        command = [sys.executable, __file__, "--child", model, "--threads", str(args.threads),
+                   "--device", args.device, "--whisper-folder", str(args.whisper_folder)]
+        if max_chunk:
+            command += ["--child-max-chunk", str(max_chunk)]
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self._answer("ready")
+
+    def _answer(self, request):
+        if request != "ready":
+            self.process.stdin.write(request + "\n")
+            self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the benchmark process {self.process.args[3]!r} died (its stderr is above)")
+        return line.strip()
+
+    def times(self, clip: Path, calls: int) -> list:
+        """Seconds of ``calls`` consecutive ``classify_file(clip)``."""
+        return json.loads(self._answer(f"time {calls} {clip}"))
+
+    def json(self, request: str) -> dict:
+        return json.loads(self._answer(request))
+
+    def close(self) -> dict:
+        stats = self.json("stats")
+        self.process.stdin.close()
+        self.process.wait()
+        return stats
 
 
-def child(model: str, clips, args, max_chunk=None, timeline_file=None) -> dict:
-    command = [sys.executable, __file__, "--child", model, "--threads", str(args.threads),
-               "--repeats", str(args.repeats), "--device", args.device, "--clips", *map(str, clips),
-               "--whisper-folder", str(args.whisper_folder)]
-    if max_chunk:
-        command += ["--child-max-chunk", str(max_chunk)]
-    if timeline_file:
-        command += ["--timeline-file", str(timeline_file)]
-    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    return json.loads(output.strip().splitlines()[-1])
+def paired_turns(model: Worker, reference: Worker, clip: Path, turns: int, calls: int):
+    """``turns`` (reference turn, model turn): lists of seconds, the two taking turns."""
+    return [(reference.times(clip, calls), model.times(clip, calls)) for _ in range(turns)]
 
 
 def write_clip(path: Path, seconds: float) -> Path:
@@ -157,53 +205,70 @@ def write_clip(path: Path, seconds: float) -> Path:
 
 
 def main():
-    parser = timing_parser(__doc__.split("\n\n")[0])
+    parser = timing_parser(__doc__.split("\n\n")[0], repeats=False)
+    parser.add_argument("--turns", type=int, default=5,
+                        help="turns of the reference and of each model on the first clip")
+    parser.add_argument("--calls", type=int, default=3, help="consecutive classify_file calls per turn")
     parser.add_argument("--max-chunk", type=float, default=7.0,
-                        help="also time the backbones with classify_file's max_chunk (seconds)")
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="runs of every model, interleaved; the best round counts")
+                        help="also time the backbones with classify_file's max_chunk (seconds); 0: no")
     parser.add_argument("--timeline-minutes", type=float, nargs="*", default=[],
                         help="also time classify_timeline (backbone 1) on recordings this long")
     parser.add_argument("--child", choices=[*BACKBONES, REFERENCE], dest="model", help=argparse.SUPPRESS)
     parser.add_argument("--child-max-chunk", type=float, default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--clips", nargs="*", help=argparse.SUPPRESS)
-    parser.add_argument("--timeline-file", help=argparse.SUPPRESS)
     parser.add_argument("--whisper-folder", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.model:
-        print(json.dumps(measure_model(args)))
+        serve_model(args)
         return
 
     folder = Path(tempfile.mkdtemp(prefix="inference_speed_"))
     args.whisper_folder = save_whisper_base(folder / "whisper_base")
-    clips = [write_clip(folder / f"clip_{d:g}s.wav", d) for d in args.durations]
+    clips = {f"{d:g}": write_clip(folder / f"clip_{d:g}s.wav", d) for d in args.durations}
+    short, long = f"{args.durations[0]:g}", f"{args.durations[-1]:g}"
     where = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else (
         f"{platform.processor() or platform.machine()}, {args.threads} threads")
-    print(f"torch {torch.__version__}, device: {where}, classify_file median of {args.repeats}")
-    runs = {name: (name, None) for name in [*BACKBONES, REFERENCE]}
+    print(f"torch {torch.__version__}, device: {where}; {args.turns} turns of {args.calls} calls "
+          f"(reference and model taking turns on the {short} s clip)")
+    runs = {name: (name, None) for name in BACKBONES}
     if args.max_chunk:
         runs.update({f"{name}, max_chunk {args.max_chunk:g} s": (name, args.max_chunk) for name in CONFORMERS})
-    rounds = [{label: child(name, clips, args, max_chunk=chunk) for label, (name, chunk) in runs.items()}
-              for _ in range(args.rounds)]
 
-    short, long = f"{args.durations[0]:g}", f"{args.durations[-1]:g}"
-    best = {label: {d: min(r[label]["seconds"][d] for r in rounds) for d in rounds[0][label]["seconds"]}
-            for label in runs}
-    print(f"best of {args.rounds} rounds; speed-up = wav2vec2-base time / model time on the {short} s clip")
-    print(f"| model | params | " + " | ".join(f"{d:g} s clip (ms)" for d in args.durations)
-          + f" | speed-up {short} s | per round | {long} s / {short} s | peak RSS (MB) |")
-    print("|" + "---|" * (6 + len(args.durations)))
-    for label in runs:
-        times = best[label]
-        per_round = ", ".join(f"{r[REFERENCE]['seconds'][short] / r[label]['seconds'][short]:.2f}" for r in rounds)
-        print(f"| {label} | {rounds[0][label]['params'] / 1e6:.1f}M | "
-              + " | ".join(f"{times[f'{d:g}'] * 1000:.1f}" for d in args.durations)
-              + f" | {best[REFERENCE][short] / times[short]:.2f}x | {per_round} | {times[long] / times[short]:.2f} | "
-              f"{max(max(r[label]['peak_rss_mb'].values()) for r in rounds):.0f} |")
+    calls = args.turns * args.calls
+    reference = Worker(REFERENCE, args)
+    results, reference_turns = {}, []
+    for label, (name, chunk) in runs.items():
+        model = Worker(name, args, max_chunk=chunk)
+        turns = paired_turns(model, reference, clips[short], args.turns, args.calls)
+        seconds = {short: [s for _, turn in turns for s in turn]}
+        seconds.update({d: model.times(clip, calls) for d, clip in clips.items() if d != short})
+        ratios = [statistics.median(ref) / statistics.median(turn) for ref, turn in turns]
+        results[label] = {"seconds": seconds, "ratios": ratios, **model.close()}
+        reference_turns += [s for ref, _ in turns for s in ref]
+    reference_seconds = {short: reference_turns}
+    reference_seconds.update({d: reference.times(clip, calls) for d, clip in clips.items() if d != short})
+    reference_stats = reference.close()
+
+    print(f"speed-up = wav2vec2-base time / model time on the {short} s clip, median over turns "
+          "(and the middle half of the turn ratios); times are medians")
+    print("| model | params | " + " | ".join(f"{d} s clip (ms)" for d in clips)
+          + f" | speed-up {short} s | middle half | {long} s / {short} s | peak RSS (MB) |")
+    print("|" + "---|" * (6 + len(clips)))
+    for label, result in [*results.items(), (REFERENCE, {"seconds": reference_seconds, **reference_stats})]:
+        median = {d: statistics.median(result["seconds"][d]) for d in clips}
+        if "ratios" in result:
+            quartiles = statistics.quantiles(result["ratios"], n=4, method="inclusive")
+            speed_up = f"{statistics.median(result['ratios']):.2f}x | {quartiles[0]:.2f}-{quartiles[2]:.2f}"
+        else:
+            speed_up = "1.00x | "
+        print(f"| {label} | {result['params'] / 1e6:.1f}M | "
+              + " | ".join(f"{median[d] * 1000:.1f}" for d in clips)
+              + f" | {speed_up} | {median[long] / median[short]:.2f} | {result['peak_rss_mb']:.0f} |")
 
     for minutes in args.timeline_minutes:
         path = write_clip(folder / f"recording_{minutes:g}min.wav", minutes * 60)
-        timeline = child(next(iter(BACKBONES)), clips[:1], args, timeline_file=path)["timeline"]
+        model = Worker(next(iter(BACKBONES)), args)
+        timeline = model.json(f"timeline {path}")
+        model.close()
         print(f"classify_timeline, backbone 1, {minutes:g} min recording: {timeline['windows']} windows "
               f"in {timeline['seconds']:.1f} s, peak RSS {timeline['peak_rss_mb']:.0f} MB")
 

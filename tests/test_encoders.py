@@ -216,3 +216,92 @@ def test_unpadded_batch_takes_the_mask_free_path_with_the_same_result(encoders):
         padded, _ = block(torch.cat([x, torch.zeros(1, 9, 64)]), torch.tensor([9, 9, 4]), pos)
     assert unpadded_lengths.tolist() == [5, 5]
     torch.testing.assert_close(unpadded, padded[:2], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_frontend_projection_reads_the_channel_major_layout(num_layers):
+    """The channels-last convolutions with a permuted projection weight compute the
+    checkpoint's meaning: [B, C, T, F] flattened channel-major, then the projection."""
+    from qieemo_sb.encoders.subsampling import Conv2dSubsampling
+
+    torch.manual_seed(0)
+    frontend = Conv2dSubsampling(input_size=20, d_model=8, num_layers=num_layers, channels=4, dropout=0.0)
+    feats, lengths = torch.randn(2, 23, 20, requires_grad=True), torch.tensor([23, 11])
+
+    def reference(feats):
+        x = feats.unsqueeze(1)
+        out_lengths = lengths
+        for conv in frontend.convs:
+            keep = torch.arange(x.shape[2])[None, :] < out_lengths[:, None]
+            x = torch.relu(conv(x * keep[:, None, :, None]))
+            out_lengths = (out_lengths + 1) // 2
+        batch, channels, time, freq = x.shape
+        return frontend.projection(x.permute(0, 2, 1, 3).reshape(batch, time, channels * freq)), out_lengths
+
+    out, out_lengths = frontend(feats, lengths)
+    expected, expected_lengths = reference(feats)
+    assert torch.equal(out_lengths, expected_lengths)
+    torch.testing.assert_close(out, expected)
+    grads = torch.autograd.grad(out.square().sum(), [feats, *frontend.parameters()])
+    expected_grads = torch.autograd.grad(expected.square().sum(), [feats, *frontend.parameters()])
+    for grad, expected_grad in zip(grads, expected_grads):
+        torch.testing.assert_close(grad, expected_grad)
+    with torch.inference_mode():  # the kept permuted weight
+        torch.testing.assert_close(frontend(feats, lengths)[0], expected.detach())
+
+
+def test_attention_reads_the_centre_of_a_longer_position_table():
+    from speechbrain.nnet.attention import RelPosEncXL
+
+    from qieemo_sb.encoders.attention import RelPositionSelfAttention
+
+    torch.manual_seed(0)
+    attention = RelPositionSelfAttention(embed_dim=16, num_heads=2).eval()
+    x, encoding = torch.randn(2, 7, 16), RelPosEncXL(16)
+    exact = attention(x, encoding.make_pe(7))
+    for table in (7, 8, 30):
+        torch.testing.assert_close(attention(x, encoding.make_pe(table)), exact)
+        with torch.no_grad():  # the kept projection of the whole table
+            torch.testing.assert_close(attention(x, encoding.make_pe(table)), exact.detach())
+            torch.testing.assert_close(attention(x[:, :3], encoding.make_pe(table)),
+                                       attention(x[:, :3], encoding.make_pe(3)))
+    for bad in (encoding.make_pe(6), encoding.make_pe(9)[:, 1:]):
+        with pytest.raises(ValueError, match=r"pos_embs must be \[1, 2 \* n - 1, 16\] with n >= 7"):
+            attention(x, bad)
+
+
+def test_inference_caches_follow_the_weights_and_stay_bounded(monkeypatch):
+    """Under no_grad the encoder keeps one position table and each attention its
+    projection: the outputs equal the exact (training-mode) path, also after the
+    weights change, and nothing is kept beyond MAX_CACHED_POSITIONS frames."""
+    import qieemo_sb.encoders.conformer as conformer_module
+
+    torch.manual_seed(0)
+    encoder = load_backbone("efficient_conformer_tiny")["encoder"].eval()
+    optimizer = torch.optim.SGD(encoder.parameters(), lr=0.1)
+
+    def check(frames):
+        feats = torch.randn(1, frames, 80)
+        exact = encoder(feats, torch.ones(1))  # grad enabled: exact make_pe(time)
+        with torch.no_grad():
+            cached = encoder(feats, torch.ones(1))
+        for block in range(12):
+            torch.testing.assert_close(cached.hidden_states[block], exact.hidden_states[block].detach())
+        return exact
+
+    for frames in (90, 300, 120):
+        exact = check(frames)
+        exact.hidden_states[-1].sum().backward()
+        optimizer.step()  # new weights: every kept projection is stale
+        optimizer.zero_grad()
+    table = encoder._derived["positions"][2]
+    assert table.shape[1] == 2 * 256 - 1  # 300 frames -> 150 after the front-end -> 256
+    monkeypatch.setattr(conformer_module, "MAX_CACHED_POSITIONS", 64)
+    monkeypatch.setattr("qieemo_sb.encoders.attention.MAX_CACHED_POSITIONS", 64)
+    encoder._derived.clear()
+    for block in encoder.blocks:
+        block.mha._derived.clear()
+    check(300)  # 150 frames in blocks 1-3: beyond the limit, computed, not kept
+    assert encoder._derived["positions"][2].shape[1] == 2 * 64 - 1  # blocks 9-12 (38 frames)
+    assert all("positions" not in block.mha._derived for block in encoder.blocks[:8])
+    assert all("positions" in block.mha._derived for block in encoder.blocks[8:])

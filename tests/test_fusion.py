@@ -100,6 +100,44 @@ def test_mmf_padded_batch_matches_one_by_one():
             assert (batched[i, :m] - single[0]).abs().max() <= 1e-4
 
 
+def test_mmf_projection_reads_the_channel_major_layout(tiny_encoder_output):
+    """Channels-last convolutions with a permuted projection weight compute the
+    checkpoint's meaning: weighted blocks stacked as [B, K, T, D], convolutions,
+    each frame's [channels, features] flattened channel-major, the projection."""
+    torch.manual_seed(0)
+    mmf = MultiBlockFusion(d_model=64, blocks=[7, 9, 12], d_emo=16, time_strides=[1, 2], dropout=0.0)
+    hidden = [h.clone().requires_grad_() for h in tiny_encoder_output.hidden_states]
+    encoder_out = tiny_encoder_output._replace(hidden_states=hidden)
+
+    def reference():
+        aligned, lengths = mmf.align(encoder_out)
+        x = torch.stack([w * h for w, h in zip(mmf.block_weights, aligned)], dim=1)
+        for conv, t_stride in zip(mmf.convs, mmf.time_strides):
+            keep = torch.arange(x.shape[2])[None, :] < lengths[:, None]
+            x = torch.relu(conv(x * keep[:, None, :, None]))
+            lengths = (lengths + t_stride - 1) // t_stride
+        batch, channels, time, features = x.shape
+        out = mmf.projection(x.permute(0, 2, 1, 3).reshape(batch, time, channels * features))
+        keep = torch.arange(time)[None, :] < lengths[:, None]
+        return out * keep[..., None], lengths
+
+    (emotion, lengths), (expected, expected_lengths) = mmf(encoder_out), reference()
+    assert torch.equal(lengths, expected_lengths)
+    torch.testing.assert_close(emotion, expected)
+    sources = [*hidden[6:], *mmf.parameters()]
+    grads = torch.autograd.grad(emotion.square().sum(), sources, allow_unused=True)
+    expected_grads = torch.autograd.grad(expected.square().sum(), sources, allow_unused=True)
+    for grad, expected_grad in zip(grads, expected_grads):
+        if expected_grad is not None:
+            torch.testing.assert_close(grad, expected_grad)
+    with torch.inference_mode():  # the kept permuted weight, and one clip: no masks
+        torch.testing.assert_close(mmf(encoder_out)[0], expected.detach())
+        single = EncoderOutput([h[:1, : int(n[0])] for h, n in zip(hidden, encoder_out.lengths)],
+                               [n[:1] for n in encoder_out.lengths], encoder_out.subsampling)
+        n = int(expected_lengths[0])
+        torch.testing.assert_close(mmf(single)[0][0], expected[0, :n].detach())
+
+
 def test_mmf_block_errors(tiny_encoder_output):
     with pytest.raises(ValueError, match="beyond the encoder's 12 blocks"):
         MultiBlockFusion(d_model=64, blocks=[12, 13])(tiny_encoder_output)

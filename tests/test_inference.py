@@ -13,6 +13,7 @@ import torchaudio
 from qieemo_sb.audio import AudioError
 from qieemo_sb.export import export_emotion_model
 from qieemo_sb.inference import QieemoClassifier
+from qieemo_sb.masking import fbank_with_lengths
 from recipe_runs import ROOT, emotion_args, run
 
 FOREIGN_CLASS_SCRIPT = """
@@ -292,7 +293,20 @@ def test_full_size_classifiers_build_from_the_recipe_yamls():
             QieemoClassifier.from_training_hparams(hparams)
         with torch.no_grad():
             hparams["normalize"].train()(hparams["compute_features"](torch.randn(1, 16000)), torch.ones(1))
+        hparams["normalize"].eval()
+        wav = torch.randn(1, 24000)
+        modules = torch.nn.ModuleList([hparams[key] for key in ("encoder", "head")]).eval()
+        state = {key: value.clone() for key, value in modules.state_dict().items()}
+        with torch.no_grad():
+            expected = hparams["head"](hparams["encoder"](*fbank_with_lengths(
+                hparams["compute_features"], hparams["normalize"], wav, torch.ones(1)))).embedding
         classifier = QieemoClassifier.from_training_hparams(hparams, run_opts={"device": "cpu"})
-        assert classifier.encode_batch(torch.randn(1, 4000)).shape == (1, 256)
+        torch.testing.assert_close(classifier.encode_batch(wav), expected, atol=1e-5, rtol=1e-5)
+        # Linear weights stored column-major for speed: same values, same checkpoint.
+        linears = [m.weight for m in classifier.mods.modules() if isinstance(m, torch.nn.Linear)]
+        assert len(linears) > 100 and all(w.stride() == (1, w.shape[0]) for w in linears)
+        converted = modules.state_dict()
+        assert converted.keys() == state.keys()
+        assert all(torch.equal(converted[key], value) for key, value in state.items())
 
 

@@ -6,6 +6,12 @@ from typing import Optional
 import torch
 from torch import nn
 
+from qieemo_sb.derived import derived_tensor
+
+#: Longest position table (in frames, ``2 n - 1`` rows) whose projection an
+#: attention keeps between calls at inference: 2 MB per block at d_model 256.
+MAX_CACHED_POSITIONS = 1024
+
 
 class RelPositionSelfAttention(nn.Module):
     """Transformer-XL relative-position self-attention, as SpeechBrain's ``RelPosMHAXL``.
@@ -21,7 +27,10 @@ class RelPositionSelfAttention(nn.Module):
     and runs content attention, softmax and the value product in one
     ``scaled_dot_product_attention`` call with the position scores as its
     additive mask; the key-padding mask is applied only when a batch has
-    padding.
+    padding. The position table may be longer than the input (its centre
+    rows are used): at inference the encoder passes one table for all
+    lengths up to :data:`MAX_CACHED_POSITIONS`, and the attention projects it
+    once and keeps the projection (:mod:`qieemo_sb.derived`).
 
     Arguments
     ---------
@@ -68,6 +77,7 @@ class RelPositionSelfAttention(nn.Module):
         self.pos_bias_v = nn.Parameter(torch.empty(self.head_dim, num_heads))
         for weight in (self.in_proj_weight, self.pos_bias_u, self.pos_bias_v):
             nn.init.xavier_uniform_(weight)
+        self._derived = {}
 
     @staticmethod
     def _relative_shift(scores: torch.Tensor) -> torch.Tensor:
@@ -98,8 +108,9 @@ class RelPositionSelfAttention(nn.Module):
         x : torch.Tensor
             ``[batch, time, embed_dim]``.
         pos_embs : torch.Tensor
-            ``[1, 2 * time - 1, embed_dim]`` from ``RelPosEncXL.make_pe(time)``
-            (offsets ``time - 1`` down to ``-(time - 1)``).
+            ``[1, 2 * n - 1, embed_dim]`` from ``RelPosEncXL.make_pe(n)``,
+            ``n >= time`` (offsets ``n - 1`` down to ``-(n - 1)``; the
+            ``2 * time - 1`` centre rows are used).
         key_padding_mask : torch.Tensor, optional
             ``[batch, time]`` bool, True on padded frames (never attended to).
 
@@ -123,7 +134,7 @@ class RelPositionSelfAttention(nn.Module):
             .transpose(1, 2)
             .contiguous()
         )
-        positions = self.linear_pos(pos_embs).view(-1, heads, head_dim).transpose(0, 1)
+        positions = self._projected_positions(pos_embs, time)
         padding = None
         if key_padding_mask is not None and key_padding_mask.any():
             padding = key_padding_mask[:, None, None, :]
@@ -151,3 +162,25 @@ class RelPositionSelfAttention(nn.Module):
             )
         attended = torch.cat(attended, dim=2) if len(attended) > 1 else attended[0]
         return self.out_proj(attended.transpose(1, 2).reshape(batch, time, -1))
+
+    def _projected_positions(self, pos_embs: torch.Tensor, time: int) -> torch.Tensor:
+        """``[heads, 2 * time - 1, head_dim]``: ``linear_pos`` of the centre rows of ``pos_embs``."""
+        rows = pos_embs.shape[1]
+        table = (rows + 1) // 2
+        if pos_embs.dim() != 3 or rows % 2 == 0 or table < time:
+            raise ValueError(
+                f"pos_embs must be [1, 2 * n - 1, {self.embed_dim}] with n >= {time} "
+                f"(the input's frames), got {tuple(pos_embs.shape)}"
+            )
+        centre = slice(table - time, table + time - 1)
+
+        def project(embeddings):
+            projected = self.linear_pos(embeddings).view(-1, self.num_heads, self.head_dim)
+            return projected.transpose(0, 1).contiguous()
+
+        if torch.is_grad_enabled() or table > MAX_CACHED_POSITIONS:
+            return project(pos_embs[:, centre])
+        whole = derived_tensor(
+            self._derived, "positions", [self.linear_pos.weight, pos_embs], lambda: project(pos_embs)
+        )
+        return whole[:, centre]

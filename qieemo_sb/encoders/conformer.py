@@ -12,6 +12,8 @@ import torch
 from speechbrain.nnet.attention import RelPosEncXL
 from torch import nn
 
+from qieemo_sb.derived import derived_tensor
+from qieemo_sb.encoders.attention import MAX_CACHED_POSITIONS
 from qieemo_sb.encoders.conformer_block import ConformerBlock
 from qieemo_sb.encoders.subsampling import Conv2dSubsampling
 from qieemo_sb.masking import relative_to_absolute_lengths
@@ -127,6 +129,7 @@ class ConformerEncoder(nn.Module):
             self.subsampling.append(factor)
         self.frame_periods_ms = [f * feature_hop_ms for f in self.subsampling]
         self.d_model = d_model
+        self._derived = {}
 
     def forward(self, feats: torch.Tensor, wav_lens: torch.Tensor) -> EncoderOutput:
         """Encodes a padded batch of features.
@@ -145,13 +148,34 @@ class ConformerEncoder(nn.Module):
         """
         lengths = relative_to_absolute_lengths(wav_lens, feats.shape[1])
         x, lengths = self.frontend(feats, lengths)
-        pos_embs = self.positional_encoding.make_pe(x.shape[1]).to(x.dtype)
+        pos_embs = self._position_embeddings(x.shape[1], x.dtype)
         hidden_states, block_lengths = [], []
         for block in self.blocks:
             time_in = x.shape[1]
             x, lengths = block(x, lengths, pos_embs)
             if x.shape[1] != time_in:  # a strided block: new rate, new positions
-                pos_embs = self.positional_encoding.make_pe(x.shape[1]).to(x.dtype)
+                pos_embs = self._position_embeddings(x.shape[1], x.dtype)
             hidden_states.append(x)
             block_lengths.append(lengths)
         return EncoderOutput(hidden_states, block_lengths, list(self.subsampling))
+
+    def _position_embeddings(self, time: int, dtype: torch.dtype) -> torch.Tensor:
+        """Relative position embeddings ``[1, 2 * n - 1, d_model]`` for ``time`` frames, ``n >= time``.
+
+        In training, or beyond ``MAX_CACHED_POSITIONS`` frames, ``n = time``.
+        At inference one table serves every length: ``n`` is the longest
+        length seen so far rounded up to a power of two, and the same tensor
+        comes back until a longer input needs a larger one, so that each
+        attention projects it once and keeps the projection.
+        """
+        make_pe = self.positional_encoding.make_pe
+        if torch.is_grad_enabled() or time > MAX_CACHED_POSITIONS:
+            return make_pe(time).to(dtype)
+        entry = self._derived.get("positions")
+        table = 0 if entry is None else (entry[2].shape[1] + 1) // 2
+        if table < time:
+            table = max(64, 1 << (time - 1).bit_length())
+        return derived_tensor(
+            self._derived, "positions", [self.positional_encoding.inv_freq],
+            lambda: make_pe(table).to(dtype), extra_key=(table, dtype),
+        )

@@ -147,7 +147,7 @@ class ConformerBlock(nn.Module):
         mask_lengths = lengths_if_padded(lengths, x.shape[1])
         padded = mask_lengths is not None
         pad_mask = lengths_to_padding_mask(lengths, x.shape[1]) if padded else None
-        x = x + 0.5 * self.ffn1(x)
+        x = torch.add(x, self.ffn1(x), alpha=0.5)
         normed = self.norm_mha(x)
         x = x + self.dropout_mha(self.mha(normed, pos_embs, key_padding_mask=pad_mask))
         conv_out = self.conv(x, mask_lengths)
@@ -156,5 +156,5 @@ class ConformerBlock(nn.Module):
             lengths = ceil_div(lengths, self.stride)
             mask_lengths = lengths if padded else None
         x = x + conv_out
-        x = self.norm_out(x + 0.5 * self.ffn2(x))
+        x = self.norm_out(torch.add(x, self.ffn2(x), alpha=0.5))
         return zero_padding(x, mask_lengths), lengths

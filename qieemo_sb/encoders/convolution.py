@@ -89,4 +89,8 @@ class ConvolutionModule(nn.Module):
             padding=(0, self.depthwise.padding[0]),
             groups=self.depthwise.groups,
         )
-        return self.after_conv(out.squeeze(2).transpose(1, 2))
+        norm, _, linear, dropout = self.after_conv  # the Swish (beta 1) is a SiLU
+        out = norm(out.squeeze(2).transpose(1, 2))
+        # In place only when autograd keeps nothing (SiLU's backward needs its input).
+        out = nn.functional.silu(out, inplace=not out.requires_grad)
+        return dropout(linear(out))

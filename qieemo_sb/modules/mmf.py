@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from qieemo_sb.encoders.conformer import EncoderOutput
-from qieemo_sb.masking import ceil_div, masked_avg_pool1d, zero_padding
+from qieemo_sb.encoders.subsampling import project_frames
+from qieemo_sb.masking import ceil_div, lengths_if_padded, masked_avg_pool1d, zero_padding
 
 
 class MultiBlockFusion(nn.Module):
@@ -24,6 +25,11 @@ class MultiBlockFusion(nn.Module):
 
     With ``blocks=[12]`` this is the "PPG only" ablation (no multi-block
     fusion).
+
+    The projection reads each frame's ``[channels, features]`` flattened
+    channel-major. The convolutions run in channels-last memory (faster in
+    oneDNN), whose output the projection reads with no copy
+    (:func:`~qieemo_sb.encoders.subsampling.project_frames`).
 
     Arguments
     ---------
@@ -101,6 +107,7 @@ class MultiBlockFusion(nn.Module):
             in_channels, features = channels, -(-features // f_stride)
         self.dropout = nn.Dropout(dropout)
         self.projection = nn.Linear(in_channels * features, d_emo)
+        self._derived = {}
 
     @property
     def block_weights(self) -> torch.Tensor:
@@ -161,10 +168,12 @@ class MultiBlockFusion(nn.Module):
         """
         aligned, lengths = self.align(encoder_out)
         weights = self.block_weights
-        x = torch.stack([w * h for w, h in zip(weights, aligned)], dim=1)
+        # [B, K, T, D] with channels-last strides (physically [B, T, D, K]).
+        x = torch.stack([w * h for w, h in zip(weights, aligned)], dim=-1).permute(0, 3, 1, 2)
+        mask_lengths = lengths_if_padded(lengths, x.shape[2])  # None: nothing to zero
         for conv, t_stride in zip(self.convs, self.time_strides):
-            x = self.dropout(torch.relu(conv(zero_padding(x, lengths, time_dim=2))))
+            x = self.dropout(torch.relu_(conv(zero_padding(x, mask_lengths, time_dim=2))))
             lengths = ceil_div(lengths, t_stride)
-        batch, channels, time, features = x.shape
-        x = x.permute(0, 2, 1, 3).reshape(batch, time, channels * features)
-        return zero_padding(self.dropout(self.projection(x)), lengths), lengths
+            mask_lengths = None if mask_lengths is None else lengths
+        x = project_frames(x, self.projection, self._derived)
+        return zero_padding(self.dropout(x), mask_lengths), lengths
