@@ -154,6 +154,8 @@ def serve_model(args):
         elif command == "stats":
             print(json.dumps({"params": sum(p.numel() for p in model.parameters()),
                               "peak_rss_mb": peak_rss_mb()}), flush=True)
+        else:
+            raise ValueError(f"unknown request {line!r}")
 
 
 class Worker:
@@ -165,16 +167,18 @@ class Worker:
         if max_chunk:
             command += ["--child-max-chunk", str(max_chunk)]
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        self._answer("ready")
+        self._read_line()  # "ready": the model is built
 
-    def _answer(self, request):
-        if request != "ready":
-            self.process.stdin.write(request + "\n")
-            self.process.stdin.flush()
+    def _read_line(self) -> str:
         line = self.process.stdout.readline()
         if not line:
             raise RuntimeError(f"the benchmark process {self.process.args[3]!r} died (its stderr is above)")
         return line.strip()
+
+    def _answer(self, request: str) -> str:
+        self.process.stdin.write(request + "\n")
+        self.process.stdin.flush()
+        return self._read_line()
 
     def times(self, clip: Path, calls: int) -> list:
         """Seconds of ``calls`` consecutive ``classify_file(clip)``."""

@@ -11,7 +11,9 @@ device or dtype, a replaced parameter or a copy of the module gives a fresh
 computation. The entry holds its sources, so a source cannot be freed and
 another tensor take its place unnoticed. With autograd on (training, frozen
 parts included) it always recomputes: a tensor cached under
-``torch.inference_mode`` may not enter a graph.
+``torch.inference_mode`` may not enter a graph. Writes through ``.data``
+(``param.data.copy_(...)``) bypass the version counter: after one, call
+:func:`forget_derived_tensors` on the model.
 
 Example
 -------
@@ -27,7 +29,7 @@ Example
 (True, False, 2.0)
 """
 
-from typing import Callable, Dict, Hashable, Sequence
+from typing import Callable, Dict, Hashable, Optional, Sequence
 
 import torch
 
@@ -79,3 +81,30 @@ def derived_tensor(
     value = compute()
     cache[name] = (tuple(sources), state, value)
     return value
+
+
+def held_derived_tensor(cache: Dict[str, tuple], name: str) -> Optional[torch.Tensor]:
+    """The tensor ``cache`` holds under ``name`` (whether still valid or not), or None."""
+    entry = cache.get(name)
+    return None if entry is None else entry[2]
+
+
+def forget_derived_tensors(module: torch.nn.Module) -> None:
+    """Empties the derived-tensor caches (``_derived`` dicts) of ``module`` and its submodules.
+
+    Example
+    -------
+    >>> from qieemo_sb.encoders.subsampling import Conv2dSubsampling
+    >>> frontend = Conv2dSubsampling(input_size=8, d_model=4, num_layers=1, channels=2)
+    >>> with torch.no_grad():
+    ...     _ = frontend(torch.rand(1, 6, 8), torch.tensor([6]))
+    >>> len(frontend._derived)
+    1
+    >>> forget_derived_tensors(frontend)
+    >>> len(frontend._derived)
+    0
+    """
+    for submodule in module.modules():
+        cache = submodule.__dict__.get("_derived")
+        if cache is not None:
+            cache.clear()

@@ -275,6 +275,7 @@ def test_inference_caches_follow_the_weights_and_stay_bounded(monkeypatch):
     projection: the outputs equal the exact (training-mode) path, also after the
     weights change, and nothing is kept beyond MAX_CACHED_POSITIONS frames."""
     import qieemo_sb.encoders.conformer as conformer_module
+    from qieemo_sb.derived import forget_derived_tensors, held_derived_tensor
 
     torch.manual_seed(0)
     encoder = load_backbone("efficient_conformer_tiny")["encoder"].eval()
@@ -294,14 +295,11 @@ def test_inference_caches_follow_the_weights_and_stay_bounded(monkeypatch):
         exact.hidden_states[-1].sum().backward()
         optimizer.step()  # new weights: every kept projection is stale
         optimizer.zero_grad()
-    table = encoder._derived["positions"][2]
-    assert table.shape[1] == 2 * 256 - 1  # 300 frames -> 150 after the front-end -> 256
+    assert held_derived_tensor(encoder._derived, "positions").shape[1] == 2 * 256 - 1  # 150 frames -> 256
     monkeypatch.setattr(conformer_module, "MAX_CACHED_POSITIONS", 64)
     monkeypatch.setattr("qieemo_sb.encoders.attention.MAX_CACHED_POSITIONS", 64)
-    encoder._derived.clear()
-    for block in encoder.blocks:
-        block.mha._derived.clear()
+    forget_derived_tensors(encoder)
     check(300)  # 150 frames in blocks 1-3: beyond the limit, computed, not kept
-    assert encoder._derived["positions"][2].shape[1] == 2 * 64 - 1  # blocks 9-12 (38 frames)
+    assert held_derived_tensor(encoder._derived, "positions").shape[1] == 2 * 64 - 1  # blocks 9-12 (38 frames)
     assert all("positions" not in block.mha._derived for block in encoder.blocks[:8])
     assert all("positions" in block.mha._derived for block in encoder.blocks[8:])

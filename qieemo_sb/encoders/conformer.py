@@ -12,7 +12,7 @@ import torch
 from speechbrain.nnet.attention import RelPosEncXL
 from torch import nn
 
-from qieemo_sb.derived import derived_tensor
+from qieemo_sb.derived import derived_tensor, held_derived_tensor
 from qieemo_sb.encoders.attention import MAX_CACHED_POSITIONS
 from qieemo_sb.encoders.conformer_block import ConformerBlock
 from qieemo_sb.encoders.subsampling import Conv2dSubsampling
@@ -171,8 +171,8 @@ class ConformerEncoder(nn.Module):
         make_pe = self.positional_encoding.make_pe
         if torch.is_grad_enabled() or time > MAX_CACHED_POSITIONS:
             return make_pe(time).to(dtype)
-        entry = self._derived.get("positions")
-        table = 0 if entry is None else (entry[2].shape[1] + 1) // 2
+        held = held_derived_tensor(self._derived, "positions")
+        table = 0 if held is None else (held.shape[1] + 1) // 2
         if table < time:
             table = max(64, 1 << (time - 1).bit_length())
         return derived_tensor(
