@@ -12,19 +12,20 @@ pooling and a linear layer, fed by the same file reader, under
 ``torch.inference_mode`` as the Qieemo classifier.
 
 Every model runs in its own process (so peak RSS is its own), and the
-reference in one more, started first and kept for the whole run. On the 5 s
-clip the two take turns: ``--calls`` consecutive calls of the reference,
-then as many of the model, ``--turns`` times (after two untimed calls
-each). Within a turn the process runs as it would serving requests (what it
-leaves in the CPU caches helps its next call, as in real use), and a shared
-machine's slow stretches, which last seconds, fall on neighbouring turns
-alike: the speed-up is the median over turns of (reference turn median /
-the model's next turn median), printed with the middle half of those turn
-ratios. The longer clips are timed on the model alone (as many calls).
-Also timed: the backbones with ``--max-chunk`` (``classify_file`` encoding
-long clips in chunks), and with ``--timeline-minutes``,
-``classify_timeline`` on long recordings with its peak memory per length
-(bounded memory: it must not grow with the length).
+reference in one more, started first and kept for the whole run. They take
+turns: ``--calls`` consecutive calls of the reference on the 5 s clip, as
+many of the model, then one model call on the 30 s clip; ``--turns`` turns
+per model, after two untimed calls of each clip. Within a turn a process
+runs as it would serving requests (what it leaves in the CPU caches helps its
+next call, as in real use), and a shared machine's slow stretches, which
+last seconds, fall on the calls of a turn alike: the speed-up is the median
+over turns of (reference median / model median) on the 5 s clip, printed
+with the middle half of the turns' speed-ups, and "30 s / 5 s" the median
+over turns of the model's 30 s time over its 5 s median in the same turn.
+Times are medians over all calls. Also timed: the backbones with
+``--max-chunk`` (``classify_file`` encoding long clips in chunks), and with
+``--timeline-minutes``, ``classify_timeline`` on long recordings with its
+peak memory per length (bounded memory: it must not grow with the length).
 
 Usage::
 
@@ -194,9 +195,17 @@ class Worker:
         return stats
 
 
-def paired_turns(model: Worker, reference: Worker, clip: Path, turns: int, calls: int):
-    """``turns`` (reference turn, model turn): lists of seconds, the two taking turns."""
-    return [(reference.times(clip, calls), model.times(clip, calls)) for _ in range(turns)]
+def turns_of(model: Worker, reference: Worker, clips: dict, turns: int, calls: int) -> list:
+    """``turns`` turns: ``calls`` calls of the reference on the first clip, as many of the
+    model, then one model call on each longer clip; each turn is a dict clip -> seconds
+    (the reference's under ``REFERENCE``)."""
+    short, *longer = clips
+    measured = []
+    for _ in range(turns):
+        turn = {REFERENCE: reference.times(clips[short], calls), short: model.times(clips[short], calls)}
+        turn.update({d: model.times(clips[d], 1) for d in longer})
+        measured.append(turn)
+    return measured
 
 
 def write_clip(path: Path, seconds: float) -> Path:
@@ -210,8 +219,7 @@ def write_clip(path: Path, seconds: float) -> Path:
 
 def main():
     parser = timing_parser(__doc__.split("\n\n")[0], repeats=False)
-    parser.add_argument("--turns", type=int, default=5,
-                        help="turns of the reference and of each model on the first clip")
+    parser.add_argument("--turns", type=int, default=9, help="turns of the reference and of each model")
     parser.add_argument("--calls", type=int, default=3, help="consecutive classify_file calls per turn")
     parser.add_argument("--max-chunk", type=float, default=7.0,
                         help="also time the backbones with classify_file's max_chunk (seconds); 0: no")
@@ -231,42 +239,45 @@ def main():
     short, long = f"{args.durations[0]:g}", f"{args.durations[-1]:g}"
     where = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else (
         f"{platform.processor() or platform.machine()}, {args.threads} threads")
-    print(f"torch {torch.__version__}, device: {where}; {args.turns} turns of {args.calls} calls "
-          f"(reference and model taking turns on the {short} s clip)")
+    print(f"torch {torch.__version__}, device: {where}; {args.turns} turns per model of {args.calls} "
+          f"reference and {args.calls} model calls on the {short} s clip, then one on each longer clip")
     runs = {name: (name, None) for name in BACKBONES}
     if args.max_chunk:
         runs.update({f"{name}, max_chunk {args.max_chunk:g} s": (name, args.max_chunk) for name in CONFORMERS})
 
-    calls = args.turns * args.calls
     reference = Worker(REFERENCE, args)
     results, reference_turns = {}, []
     for label, (name, chunk) in runs.items():
         model = Worker(name, args, max_chunk=chunk)
-        turns = paired_turns(model, reference, clips[short], args.turns, args.calls)
-        seconds = {short: [s for _, turn in turns for s in turn]}
-        seconds.update({d: model.times(clip, calls) for d, clip in clips.items() if d != short})
-        ratios = [statistics.median(ref) / statistics.median(turn) for ref, turn in turns]
-        results[label] = {"seconds": seconds, "ratios": ratios, **model.close()}
-        reference_turns += [s for ref, _ in turns for s in ref]
+        turns = turns_of(model, reference, clips, args.turns, args.calls)
+        short_medians = [statistics.median(turn[short]) for turn in turns]
+        results[label] = {
+            "seconds": {d: [s for turn in turns for s in turn[d]] for d in clips},
+            "speed_ups": [statistics.median(turn[REFERENCE]) / m for turn, m in zip(turns, short_medians)],
+            "long_ratios": [turn[long][0] / m for turn, m in zip(turns, short_medians)],
+            **model.close(),
+        }
+        reference_turns += [s for turn in turns for s in turn[REFERENCE]]
     reference_seconds = {short: reference_turns}
-    reference_seconds.update({d: reference.times(clip, calls) for d, clip in clips.items() if d != short})
+    reference_seconds.update({d: reference.times(clip, args.turns) for d, clip in clips.items() if d != short})
     reference_stats = reference.close()
 
-    print(f"speed-up = wav2vec2-base time / model time on the {short} s clip, median over turns "
-          "(and the middle half of the turn ratios); times are medians")
+    print(f"speed-up = wav2vec2-base time / model time on the {short} s clip, and {long} s / {short} s: "
+          "medians over turns (with the middle half of the turns' speed-ups); times are medians over calls")
     print("| model | params | " + " | ".join(f"{d} s clip (ms)" for d in clips)
           + f" | speed-up {short} s | middle half | {long} s / {short} s | peak RSS (MB) |")
     print("|" + "---|" * (6 + len(clips)))
     for label, result in [*results.items(), (REFERENCE, {"seconds": reference_seconds, **reference_stats})]:
         median = {d: statistics.median(result["seconds"][d]) for d in clips}
-        if "ratios" in result:
-            quartiles = statistics.quantiles(result["ratios"], n=4, method="inclusive")
-            speed_up = f"{statistics.median(result['ratios']):.2f}x | {quartiles[0]:.2f}-{quartiles[2]:.2f}"
+        if label == REFERENCE:
+            speed_up, long_ratio = "1.00x | ", median[long] / median[short]
         else:
-            speed_up = "1.00x | "
+            quartiles = statistics.quantiles(result["speed_ups"], n=4, method="inclusive")
+            speed_up = f"{statistics.median(result['speed_ups']):.2f}x | {quartiles[0]:.2f}-{quartiles[2]:.2f}"
+            long_ratio = statistics.median(result["long_ratios"])
         print(f"| {label} | {result['params'] / 1e6:.1f}M | "
               + " | ".join(f"{median[d] * 1000:.1f}" for d in clips)
-              + f" | {speed_up} | {median[long] / median[short]:.2f} | {result['peak_rss_mb']:.0f} |")
+              + f" | {speed_up} | {long_ratio:.2f} | {result['peak_rss_mb']:.0f} |")
 
     for minutes in args.timeline_minutes:
         path = write_clip(folder / f"recording_{minutes:g}min.wav", minutes * 60)
