@@ -133,7 +133,8 @@ class ConformerBlock(nn.Module):
         lengths : torch.Tensor
             ``[batch]`` valid frame counts.
         pos_embs : torch.Tensor
-            ``[1, 2 * time - 1, d_model]`` relative positional embeddings.
+            ``[1, 2 * n - 1, d_model]`` relative positional embeddings,
+            ``n >= time`` (the attention uses the centre ``2 * time - 1`` rows).
 
         Returns
         -------
