@@ -197,6 +197,31 @@ def test_feed_forward_equals_the_sequential_it_replaces():
         torch.testing.assert_close(ffn(x), reference.detach())
 
 
+def test_feed_forward_residual_is_the_blocks_sum():
+    """residual(x, s) = x + s * FFN(x): fused into the output GEMM (values and gradients,
+    a non-contiguous input, inference) and, with output dropout in training, the same
+    dropout masks as the plain formula."""
+    from qieemo_sb.encoders.conformer_block import FeedForward
+
+    torch.manual_seed(0)
+    ffn = FeedForward(d_model=16, d_ffn=32, dropout=0.0)
+    x = torch.randn(7, 3, 16).transpose(0, 1).requires_grad_()
+    fused, plain = ffn.residual(x, 0.5), x + 0.5 * ffn(x)
+    torch.testing.assert_close(fused, plain)
+    fused_grads = torch.autograd.grad(fused.square().sum(), [x, *ffn.parameters()])
+    plain_grads = torch.autograd.grad(plain.square().sum(), [x, *ffn.parameters()])
+    for fused_grad, plain_grad in zip(fused_grads, plain_grads):
+        torch.testing.assert_close(fused_grad, plain_grad)
+    with torch.inference_mode():
+        torch.testing.assert_close(ffn.eval().residual(x, 0.25), x + 0.25 * ffn(x))
+    ffn = FeedForward(d_model=16, d_ffn=32, dropout=0.5).train()
+    torch.manual_seed(1)
+    with_dropout = ffn.residual(x, 0.5)
+    torch.manual_seed(1)
+    torch.testing.assert_close(with_dropout, x + 0.5 * ffn(x))
+    assert not torch.allclose(with_dropout, x + 0.5 * ffn.eval()(x))
+
+
 def test_unpadded_batch_takes_the_mask_free_path_with_the_same_result(encoders):
     """A batch without padding skips the masks; given all-full lengths, the masked
     path must agree (it is what a padded batch runs)."""

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from qieemo_sb.derived import derived_tensor
+from qieemo_sb.encoders.functional import linear
 
 #: Longest position table (in frames, ``2 n - 1`` rows) whose projection an
 #: attention keeps between calls at inference: 2 MB per block at d_model 256.
@@ -161,7 +162,7 @@ class RelPositionSelfAttention(nn.Module):
                 )
             )
         attended = torch.cat(attended, dim=2) if len(attended) > 1 else attended[0]
-        return self.out_proj(attended.transpose(1, 2).reshape(batch, time, -1))
+        return linear(self.out_proj, attended.transpose(1, 2).reshape(batch, time, -1))
 
     def _projected_positions(self, pos_embs: torch.Tensor, time: int) -> torch.Tensor:
         """``[heads, 2 * time - 1, head_dim]``: ``linear_pos`` of the centre rows of ``pos_embs``."""
