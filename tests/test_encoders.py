@@ -196,8 +196,8 @@ def test_feed_forward_equals_the_sequential_it_replaces():
 
 def test_feed_forward_residual_is_the_blocks_sum():
     """residual(x, s) = x + s * FFN(x): fused into the output GEMM (values and gradients,
-    a non-contiguous input, inference) and, with output dropout in training, the same
-    dropout masks as the plain formula."""
+    a non-contiguous input, inference) and, with output dropout on, the same dropout
+    masks as the plain formula."""
     from qieemo_sb.encoders.conformer_block import FeedForward
 
     torch.manual_seed(0)
@@ -212,6 +212,8 @@ def test_feed_forward_residual_is_the_blocks_sum():
     torch.manual_seed(1)
     torch.testing.assert_close(with_dropout, x + 0.5 * ffn(x))
     assert not torch.allclose(with_dropout, x + 0.5 * ffn.eval()(x))
+    ffn[2].train()  # Monte Carlo dropout: the layer's own mode counts
+    assert not torch.allclose(ffn.residual(x, 0.5), ffn.residual(x, 0.5))
 
 
 def test_unpadded_batch_takes_the_mask_free_path_with_the_same_result(encoders):

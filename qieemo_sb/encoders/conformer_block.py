@@ -63,16 +63,17 @@ class FeedForward(nn.Sequential):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[batch, time, d_model]`` -> ``[batch, time, d_model]``."""
         hidden, contract, output_dropout = self._hidden(x)
-        return dropout(output_dropout, linear(contract, hidden), self.training)
+        return dropout(output_dropout, linear(contract, hidden))
 
     def residual(self, x: torch.Tensor, scale: float) -> torch.Tensor:
         """``x + scale * self(x)``, ``[batch, time, d_model]``.
 
-        Without output dropout (inference, or ``dropout=0``) the output
-        projection accumulates onto ``x + scale * bias`` in one GEMM
+        Unless the output dropout is on (training with ``dropout > 0``) the
+        output projection accumulates onto ``x + scale * bias`` in one GEMM
         (``addmm_``), which saves a pass over the output and a temporary.
         """
-        if self.training and self[2].p > 0:
+        output_dropout = self[2]
+        if output_dropout.training and output_dropout.p > 0:
             return torch.add(x, self(x), alpha=scale)
         hidden, contract, _ = self._hidden(x)
         out = torch.add(x, contract.bias, alpha=scale).contiguous()
@@ -90,7 +91,7 @@ class FeedForward(nn.Sequential):
         # Swish is built with beta 1: a plain SiLU. In place only when autograd
         # keeps nothing (SiLU's backward needs its input).
         hidden = nn.functional.silu(hidden, inplace=not hidden.requires_grad)
-        return dropout(hidden_dropout, hidden, self.training), contract, output_dropout
+        return dropout(hidden_dropout, hidden), contract, output_dropout
 
 
 class ConformerBlock(nn.Module):
@@ -179,7 +180,7 @@ class ConformerBlock(nn.Module):
         pad_mask = lengths_to_padding_mask(lengths, x.shape[1]) if padded else None
         x = self.ffn1.residual(x, 0.5)
         attended = self.mha(layer_norm(self.norm_mha, x), pos_embs, key_padding_mask=pad_mask)
-        x = x + dropout(self.dropout_mha, attended, self.training)
+        x = x + dropout(self.dropout_mha, attended)
         conv_out = self.conv(x, mask_lengths)
         if self.stride > 1:
             x = masked_avg_pool1d(x, mask_lengths, self.stride)

@@ -94,4 +94,4 @@ class ConvolutionModule(nn.Module):
         out = layer_norm(norm, out.squeeze(2).transpose(1, 2))
         # In place only when autograd keeps nothing (SiLU's backward needs its input).
         out = nn.functional.silu(out, inplace=not out.requires_grad)
-        return dropout(output_dropout, linear(projection, out), self.training)
+        return dropout(output_dropout, linear(projection, out))
