@@ -196,8 +196,8 @@ def test_feed_forward_equals_the_sequential_it_replaces():
 
 def test_feed_forward_residual_is_the_blocks_sum():
     """residual(x, s) = x + s * FFN(x): fused into the output GEMM (values and gradients,
-    a non-contiguous input, inference) and, with output dropout on, the same dropout
-    masks as the plain formula."""
+    a non-contiguous input, inference) and, with output dropout on or under autocast,
+    the plain formula (the same dropout masks)."""
     from qieemo_sb.encoders.conformer_block import FeedForward
 
     torch.manual_seed(0)
@@ -214,6 +214,11 @@ def test_feed_forward_residual_is_the_blocks_sum():
     assert not torch.allclose(with_dropout, x + 0.5 * ffn.eval()(x))
     ffn[2].train()  # Monte Carlo dropout: the layer's own mode counts
     assert not torch.allclose(ffn.residual(x, 0.5), ffn.residual(x, 0.5))
+    ffn.eval()
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # mixed precision: the plain sum
+        mixed = ffn.residual(x, 0.5)
+        torch.testing.assert_close(mixed, torch.add(x, ffn(x), alpha=0.5))
+    assert mixed.dtype == torch.float32
 
 
 def test_unpadded_batch_takes_the_mask_free_path_with_the_same_result(encoders):

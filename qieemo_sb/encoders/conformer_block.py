@@ -68,14 +68,15 @@ class FeedForward(nn.Sequential):
     def residual(self, x: torch.Tensor, scale: float) -> torch.Tensor:
         """``x + scale * self(x)``, ``[batch, time, d_model]``.
 
-        Unless the output dropout is on (training with ``dropout > 0``) the
-        output projection accumulates onto ``x + scale * bias`` in one GEMM
-        (``addmm_``), which saves a pass over the output and a temporary.
+        The output projection accumulates onto ``x + scale * bias`` in one
+        GEMM (``addmm_``), which saves a pass over the output and a temporary;
+        not when the output dropout is on (training with ``dropout > 0``) or
+        under mixed precision (autocast gives the hidden tensor another dtype).
         """
-        output_dropout = self[2]
-        if output_dropout.training and output_dropout.p > 0:
-            return torch.add(x, self(x), alpha=scale)
-        hidden, contract, _ = self._hidden(x)
+        hidden, contract, output_dropout = self._hidden(x)
+        dropping = output_dropout.training and output_dropout.p > 0
+        if dropping or not hidden.dtype == x.dtype == contract.weight.dtype:
+            return torch.add(x, dropout(output_dropout, linear(contract, hidden)), alpha=scale)
         out = torch.add(x, contract.bias, alpha=scale).contiguous()
         out.view(-1, out.shape[-1]).addmm_(
             hidden.view(-1, hidden.shape[-1]), contract.weight.t(), alpha=scale
