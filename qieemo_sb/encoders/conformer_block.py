@@ -62,8 +62,7 @@ class FeedForward(nn.Sequential):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[batch, time, d_model]`` -> ``[batch, time, d_model]``."""
-        hidden, contract, output_dropout = self._hidden(x)
-        return dropout(output_dropout, linear(contract, hidden))
+        return self._output(self._hidden(x))
 
     def residual(self, x: torch.Tensor, scale: float) -> torch.Tensor:
         """``x + scale * self(x)``, ``[batch, time, d_model]``.
@@ -73,26 +72,31 @@ class FeedForward(nn.Sequential):
         not when the output dropout is on (training with ``dropout > 0``) or
         under mixed precision (autocast gives the hidden tensor another dtype).
         """
-        hidden, contract, output_dropout = self._hidden(x)
+        hidden = self._hidden(x)
+        output_dropout, contract = self[2], self[1].ffn[3]
         dropping = output_dropout.training and output_dropout.p > 0
         if dropping or not hidden.dtype == x.dtype == contract.weight.dtype:
-            return torch.add(x, dropout(output_dropout, linear(contract, hidden)), alpha=scale)
+            return torch.add(x, self._output(hidden), alpha=scale)
         out = torch.add(x, contract.bias, alpha=scale).contiguous()
         out.view(-1, out.shape[-1]).addmm_(
             hidden.view(-1, hidden.shape[-1]), contract.weight.t(), alpha=scale
         )
         return out
 
-    def _hidden(self, x: torch.Tensor):
-        """``Swish(expand(LayerNorm(x)))`` with its dropout (``[batch, time, d_ffn]``),
-        and the output projection and dropout that follow it."""
-        norm, feed_forward, output_dropout = self
-        expand, _, hidden_dropout, contract = feed_forward.ffn
+    def _hidden(self, x: torch.Tensor) -> torch.Tensor:
+        """``Swish(expand(LayerNorm(x)))`` with its dropout: ``[batch, time, d_ffn]``."""
+        norm, feed_forward, _ = self
+        expand, _, hidden_dropout, _ = feed_forward.ffn
         hidden = linear(expand, layer_norm(norm, x))
         # Swish is built with beta 1: a plain SiLU. In place only when autograd
         # keeps nothing (SiLU's backward needs its input).
         hidden = nn.functional.silu(hidden, inplace=not hidden.requires_grad)
-        return dropout(hidden_dropout, hidden), contract, output_dropout
+        return dropout(hidden_dropout, hidden)
+
+    def _output(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The output projection and its dropout: ``[batch, time, d_model]``."""
+        _, feed_forward, output_dropout = self
+        return dropout(output_dropout, linear(feed_forward.ffn[3], hidden))
 
 
 class ConformerBlock(nn.Module):
