@@ -221,6 +221,44 @@ def test_feed_forward_residual_is_the_blocks_sum():
     assert mixed.dtype == torch.float32
 
 
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs a torch with oneDNN")
+def test_feed_forward_fuses_expansion_and_silu_at_cpu_inference():
+    """Without autograd (float32, CPU) the expansion and its SiLU can be one oneDNN call
+    with the plain ops' values, taken where preferred; with autograd, under autocast or
+    with a column-major weight the plain ops run; fused_linear_silu refuses what it
+    cannot compute."""
+    from qieemo_sb.encoders import functional
+    from qieemo_sb.encoders.conformer_block import FeedForward
+
+    torch.manual_seed(0)
+    ffn = FeedForward(d_model=16, d_ffn=32, dropout=0.1).eval()
+    x = torch.randn(7, 3, 16).transpose(0, 1)  # non-contiguous input too
+    reference = torch.nn.Sequential.forward(ffn, x).detach()
+    normed = torch.randn(3, 16)
+    assert not functional.fused_linear_silu_applies(normed, ffn.expand)  # autograd on
+    with torch.inference_mode():
+        assert functional.fused_linear_silu_applies(normed, ffn.expand)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert not functional.fused_linear_silu_applies(normed, ffn.expand)
+        assert not functional.fused_linear_silu_applies(normed.double(), ffn.expand)
+        torch.testing.assert_close(ffn(x), reference)
+        torch.testing.assert_close(ffn.residual(x, 0.5), x + 0.5 * reference)
+    calls = []
+    with torch.no_grad(), pytest.MonkeyPatch.context() as patch:
+        patch.setattr(functional, "_LINEAR_POINTWISE", lambda *args: calls.append(args[3]) or 0)
+        patch.setattr(functional, "PREFER_FUSED_LINEAR_SILU", True)
+        assert ffn._hidden(x) == 0 and calls == ["swish"]  # the fused call is taken
+        patch.setattr(functional, "PREFER_FUSED_LINEAR_SILU", False)  # CPUs where it is slower
+        torch.testing.assert_close(ffn(x), reference)
+        assert calls == ["swish"]
+    ffn.expand.weight.data = ffn.expand.weight.data.t().contiguous().t()  # column-major
+    with torch.no_grad():
+        assert not functional.fused_linear_silu_applies(normed, ffn.expand)
+        torch.testing.assert_close(ffn(x), reference)
+        with pytest.raises(ValueError, match="row-major weight"):
+            functional.fused_linear_silu(normed, ffn.expand)
+
+
 def test_unpadded_batch_takes_the_mask_free_path_with_the_same_result(encoders):
     """A batch without padding skips the masks; given all-full lengths, the masked
     path must agree (it is what a padded batch runs)."""
