@@ -46,8 +46,8 @@ from speechbrain.dataio.encoder import CategoricalEncoder
 from speechbrain.inference.interfaces import Pretrained
 
 from qieemo_sb.audio import AudioError, load_audio
-from qieemo_sb.encoders.attention import RelPositionSelfAttention
 from qieemo_sb.encoders import functional
+from qieemo_sb.encoders.attention import RelPositionSelfAttention
 from qieemo_sb.encoders.conformer_block import FeedForward
 from qieemo_sb.masking import fbank_with_lengths
 from qieemo_sb.modules.emotion_head import EmotionHeadOutput

@@ -319,8 +319,6 @@ def test_full_size_classifiers_build_from_the_recipe_yamls():
         assert all(torch.equal(converted[key], value) for key, value in state.items())
 
 
-
-
 @pytest.mark.parametrize("fused", [True, False])
 def test_column_major_weights_leave_fused_expansions_row_major(fused, monkeypatch):
     """column_major_linear_weights keeps a feed-forward's expansion row-major exactly
