@@ -7,13 +7,7 @@ from torch import nn
 
 from qieemo_sb.encoders.attention import RelPositionSelfAttention
 from qieemo_sb.encoders.convolution import ConvolutionModule
-from qieemo_sb.encoders.functional import (
-    dropout,
-    fused_linear_silu,
-    layer_norm,
-    linear,
-    use_fused_linear_silu,
-)
+from qieemo_sb.encoders.functional import dropout, layer_norm, linear, linear_silu
 from qieemo_sb.masking import (
     ceil_div,
     lengths_if_padded,
@@ -38,7 +32,7 @@ class FeedForward(nn.Sequential):
     done by the output projection itself. Both call the layers' functional
     forms (:mod:`qieemo_sb.encoders.functional`); at CPU inference the
     expansion and its Swish can be one oneDNN call
-    (:func:`~qieemo_sb.encoders.functional.use_fused_linear_silu`).
+    (:func:`~qieemo_sb.encoders.functional.linear_silu`).
 
     Arguments
     ---------
@@ -100,15 +94,8 @@ class FeedForward(nn.Sequential):
         """``Swish(expand(LayerNorm(x)))`` with its dropout: ``[batch, time, d_ffn]``."""
         norm, feed_forward, _ = self
         expand, _, hidden_dropout, _ = feed_forward.ffn
-        normed = layer_norm(norm, x)
         # Swish is built with beta 1: a plain SiLU.
-        if use_fused_linear_silu(normed, expand):
-            hidden = fused_linear_silu(normed, expand)
-        else:
-            hidden = linear(expand, normed)
-            # In place only when autograd keeps nothing (SiLU's backward needs its input).
-            hidden = nn.functional.silu(hidden, inplace=not hidden.requires_grad)
-        return dropout(hidden_dropout, hidden)
+        return dropout(hidden_dropout, linear_silu(layer_norm(norm, x), expand))
 
     def _output(self, hidden: torch.Tensor) -> torch.Tensor:
         """The output projection and its dropout: ``[batch, time, d_model]``."""

@@ -133,3 +133,21 @@ def fused_linear_silu(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
             "row-major weight with a bias and oneDNN (check fused_linear_silu_applies)"
         )
     return _LINEAR_POINTWISE(x, layer.weight, layer.bias, "swish", [], "")
+
+
+def linear_silu(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
+    """``silu(layer(x))``, ``[..., in] -> [..., out]``: one oneDNN call where
+    :func:`use_fused_linear_silu` (checked once), else the product and a SiLU,
+    in place when autograd keeps nothing (SiLU's backward needs its input).
+
+    Example
+    -------
+    >>> layer = nn.Linear(4, 8)
+    >>> x = torch.randn(2, 3, 4)
+    >>> torch.allclose(linear_silu(x, layer), nn.functional.silu(layer(x)), atol=1e-6)
+    True
+    """
+    if use_fused_linear_silu(x, layer):
+        return _LINEAR_POINTWISE(x, layer.weight, layer.bias, "swish", [], "")
+    out = linear(layer, x)
+    return nn.functional.silu(out, inplace=not out.requires_grad)
