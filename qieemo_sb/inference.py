@@ -48,7 +48,6 @@ from speechbrain.inference.interfaces import Pretrained
 from qieemo_sb.audio import AudioError, load_audio
 from qieemo_sb.encoders import functional
 from qieemo_sb.encoders.attention import RelPositionSelfAttention
-from qieemo_sb.encoders.conformer_block import FeedForward
 from qieemo_sb.masking import fbank_with_lengths
 from qieemo_sb.modules.emotion_head import EmotionHeadOutput
 
@@ -70,9 +69,9 @@ def column_major_linear_weights(module: torch.nn.Module) -> int:
     faster with either backbone (measured in one process, calls alternating;
     the same layout makes wav2vec2-base 3 % faster too; on an AMD EPYC,
     within 1 % either way). For inference: :class:`QieemoClassifier` applies
-    it to its modules. Feed-forward expansions that take oneDNN's fused
-    product with SiLU stay row-major
-    (:data:`~qieemo_sb.encoders.functional.PREFER_FUSED_LINEAR_SILU`).
+    it to its modules where the products are MKL's (not where
+    :data:`~qieemo_sb.encoders.functional.PREFER_ONEDNN_LINEAR`: oneDNN's
+    kernel reads row-major weights).
 
     Example
     -------
@@ -83,15 +82,8 @@ def column_major_linear_weights(module: torch.nn.Module) -> int:
     >>> torch.allclose(layer(torch.ones(1, 3)), before, atol=1e-6)
     True
     """
-    # Where the feed-forwards take oneDNN's fused product with SiLU, their
-    # expansions stay row-major: oneDNN reads them that way.
-    row_major = set()
-    if functional.PREFER_FUSED_LINEAR_SILU:
-        row_major = {id(ffn.expand) for ffn in module.modules() if isinstance(ffn, FeedForward)}
     count = 0
     for layer in module.modules():
-        if id(layer) in row_major:
-            continue
         if isinstance(layer, torch.nn.Linear):
             weight = layer.weight
         elif isinstance(layer, RelPositionSelfAttention):
@@ -141,8 +133,11 @@ class QieemoClassifier(Pretrained):
     are in the classifier's output order, ``sample_rate``, ``min_duration``,
     ``max_chunk`` (see :meth:`classify_file`) and the timeline defaults
     ``timeline_window`` and ``timeline_hop`` (seconds). Once built, its
-    linear weights are stored column-major (:func:`column_major_linear_weights`:
-    same values and checkpoint, faster matrix products on the CPU).
+    linear weights are stored column-major for MKL's products
+    (:func:`column_major_linear_weights`: same values and checkpoint), unless
+    the encoder's products take oneDNN's kernel
+    (:data:`~qieemo_sb.encoders.functional.PREFER_ONEDNN_LINEAR`), which
+    reads them row-major.
     """
 
     HPARAMS_NEEDED = ["label_encoder", "sample_rate", "min_duration", "max_chunk", "timeline_window", "timeline_hop"]
@@ -156,7 +151,8 @@ class QieemoClassifier(Pretrained):
         freeze_params: bool = True,
     ):
         super().__init__(modules=modules, hparams=hparams, run_opts=run_opts, freeze_params=freeze_params)
-        column_major_linear_weights(self.mods)
+        if not functional.PREFER_ONEDNN_LINEAR:
+            column_major_linear_weights(self.mods)
         n_outputs = self.mods.head.classifier.output.w.out_features
         label_encoder = self.hparams.label_encoder
         if len(label_encoder) != n_outputs:

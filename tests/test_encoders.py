@@ -152,6 +152,51 @@ def test_attention_equals_speechbrain_relposmhaxl(query_block):
     assert torch.allclose(attention(x[:1], pos_embs), expected_alone, atol=1e-6)
 
 
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs a torch with oneDNN")
+@pytest.mark.parametrize("query_block", [256, 3])
+def test_attention_by_head_on_onednn_equals_relposmhaxl(query_block, monkeypatch):
+    """Long inputs where oneDNN is preferred (the threshold lowered here): the attention
+    core runs per utterance, query block and head as oneDNN products, with RelPosMHAXL's
+    outputs and the batched path's, padded rows included; never in training."""
+    from speechbrain.nnet.attention import RelPosEncXL, RelPosMHAXL
+
+    from qieemo_sb.encoders import attention as attention_module
+    from qieemo_sb.encoders import functional
+
+    torch.manual_seed(0)
+    reference = RelPosMHAXL(embed_dim=16, num_heads=4, dropout=0.0).eval()
+    attention = attention_module.RelPositionSelfAttention(embed_dim=16, num_heads=4, query_block=query_block)
+    attention.load_state_dict(reference.state_dict(), strict=True)
+    attention.eval()
+    x = torch.randn(2, 11, 16)
+    padding = torch.arange(11).unsqueeze(0) >= torch.tensor([[11], [6]])
+    pos_embs = RelPosEncXL(16).make_pe(11)
+    expected, _ = reference(x, x, x, pos_embs=pos_embs, key_padding_mask=padding)
+    with torch.no_grad():
+        batched = attention(x, pos_embs, key_padding_mask=padding)
+    by_head = []
+    attend = attention._attend_by_head
+    monkeypatch.setattr(attention, "_attend_by_head", lambda *args: by_head.append(1) or attend(*args))
+    monkeypatch.setattr(functional, "PREFER_ONEDNN_LINEAR", True)
+    monkeypatch.setattr(attention_module, "ONEDNN_ATTENTION_MIN_FRAMES", 11)
+    with torch.no_grad():
+        got = attention(x, pos_embs, key_padding_mask=padding)
+        alone = attention(x[:1], pos_embs)
+        assert len(by_head) == 2
+        monkeypatch.setattr(attention_module, "ONEDNN_ATTENTION_MIN_FRAMES", 12)  # shorter: batched
+        attention(x, pos_embs)
+    assert len(by_head) == 2
+    valid = ~padding
+    assert torch.allclose(got[valid], expected[valid], atol=1e-6)
+    torch.testing.assert_close(got, batched, atol=1e-6, rtol=1e-5)
+    assert torch.allclose(alone, reference(x[:1], x[:1], x[:1], pos_embs=pos_embs)[0], atol=1e-6)
+    monkeypatch.setattr(attention_module, "ONEDNN_ATTENTION_MIN_FRAMES", 11)
+    attention.train()
+    with torch.no_grad():
+        attention(x, pos_embs)  # training mode: the batched path (attention dropout)
+    assert len(by_head) == 2
+
+
 def test_attention_trains_through_every_parameter():
     from speechbrain.nnet.attention import RelPosEncXL
 
@@ -222,41 +267,60 @@ def test_feed_forward_residual_is_the_blocks_sum():
 
 
 @pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs a torch with oneDNN")
-def test_feed_forward_fuses_expansion_and_silu_at_cpu_inference():
-    """Without autograd (float32, CPU) the expansion and its SiLU can be one oneDNN call
-    with the plain ops' values, taken where preferred; with autograd, under autocast or
-    with a column-major weight the plain ops run; fused_linear_silu refuses what it
-    cannot compute."""
+def test_onednn_products_apply_only_to_float32_cpu_inference_with_row_major_weights(monkeypatch):
     from qieemo_sb.encoders import functional
-    from qieemo_sb.encoders.conformer_block import FeedForward
+
+    layer = torch.nn.Linear(16, 32)
+    x = torch.randn(3, 16)
+    assert not functional.onednn_linear_applies(x, layer.weight, layer.bias)  # autograd on
+    with torch.inference_mode():
+        assert functional.onednn_linear_applies(x, layer.weight, layer.bias)
+        assert functional.onednn_linear_applies(x, layer.weight)  # no bias
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert not functional.onednn_linear_applies(x, layer.weight, layer.bias)
+        assert not functional.onednn_linear_applies(x.double(), layer.weight, layer.bias)
+        assert not functional.onednn_linear_applies(x[0], layer.weight, layer.bias)  # 1-D
+        column_major = layer.weight.t().contiguous().t()
+        assert not functional.onednn_linear_applies(x, column_major, layer.bias)
+        torch.testing.assert_close(functional.linear_product(x, column_major, layer.bias), layer(x))
+        monkeypatch.setattr(functional, "PREFER_ONEDNN_LINEAR", True)
+        with pytest.raises(RuntimeError, match="cannot be multiplied"):  # torch's clear error
+            functional.linear_product(torch.randn(3, 15), layer.weight, layer.bias)
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs a torch with oneDNN")
+@pytest.mark.parametrize("name", ["efficient_conformer_tiny", "conformer_tiny"])
+def test_encoder_products_take_onednn_where_preferred_with_the_same_values(name, monkeypatch):
+    """Where oneDNN is preferred, every linear product of the encoder at inference is one
+    oneDNN call (each feed-forward expansion fused with its SiLU): per block two fused
+    expansions and six plain products (two contractions, the attention's input and output
+    projections, the convolution module's two), and the front-end's projection; the
+    outputs are those of torch's products. With autograd on, or where not preferred,
+    no call is made."""
+    from qieemo_sb.encoders import functional
 
     torch.manual_seed(0)
-    ffn = FeedForward(d_model=16, d_ffn=32, dropout=0.1).eval()
-    x = torch.randn(7, 3, 16).transpose(0, 1)  # non-contiguous input too
-    reference = torch.nn.Sequential.forward(ffn, x).detach()
-    normed = torch.randn(3, 16)
-    assert not functional.fused_linear_silu_applies(normed, ffn.expand)  # autograd on
-    with torch.inference_mode():
-        assert functional.fused_linear_silu_applies(normed, ffn.expand)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            assert not functional.fused_linear_silu_applies(normed, ffn.expand)
-        assert not functional.fused_linear_silu_applies(normed.double(), ffn.expand)
-        torch.testing.assert_close(ffn(x), reference)
-        torch.testing.assert_close(ffn.residual(x, 0.5), x + 0.5 * reference)
+    encoder = load_backbone(name)["encoder"].eval()
+    feats, rel = torch.randn(2, 90, 80), torch.tensor([1.0, 0.7])  # padded: the masked path
     calls = []
-    with torch.no_grad(), pytest.MonkeyPatch.context() as patch:
-        patch.setattr(functional, "_LINEAR_POINTWISE", lambda *args: calls.append(args[3]) or 0)
-        patch.setattr(functional, "PREFER_FUSED_LINEAR_SILU", True)
-        assert ffn._hidden(x) == 0 and calls == ["swish"]  # the fused call is taken
-        patch.setattr(functional, "PREFER_FUSED_LINEAR_SILU", False)  # CPUs where it is slower
-        torch.testing.assert_close(ffn(x), reference)
-        assert calls == ["swish"]
-    ffn.expand.weight.data = ffn.expand.weight.data.t().contiguous().t()  # column-major
+    onednn = functional._LINEAR_POINTWISE
+    monkeypatch.setattr(functional, "_LINEAR_POINTWISE", lambda *args: calls.append(args[3]) or onednn(*args))
+    monkeypatch.setattr(functional, "PREFER_ONEDNN_LINEAR", False)
     with torch.no_grad():
-        assert not functional.fused_linear_silu_applies(normed, ffn.expand)
-        torch.testing.assert_close(ffn(x), reference)
-        with pytest.raises(ValueError, match="row-major weight"):
-            functional.fused_linear_silu(normed, ffn.expand)
+        expected = encoder(feats, rel)
+    assert calls == []
+    monkeypatch.setattr(functional, "PREFER_ONEDNN_LINEAR", True)
+    with torch.no_grad():
+        out = encoder(feats, rel)
+    blocks = len(encoder.blocks)
+    assert calls.count("swish") == 2 * blocks and calls.count("none") == 6 * blocks + 1
+    assert len(calls) == 8 * blocks + 1
+    for got, want in zip(out.hidden_states, expected.hidden_states):
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    calls.clear()
+    encoder.train()  # autograd (and dropout) on: torch's products, gradients flow
+    encoder(feats, rel).hidden_states[-1].sum().backward()
+    assert calls == [] and encoder.blocks[0].ffn1.expand.weight.grad is not None
 
 
 def test_unpadded_batch_takes_the_mask_free_path_with_the_same_result(encoders):

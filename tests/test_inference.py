@@ -12,7 +12,6 @@ import torchaudio
 
 from qieemo_sb.audio import AudioError
 from qieemo_sb.encoders import functional
-from qieemo_sb.encoders.conformer_block import FeedForward
 from qieemo_sb.export import export_emotion_model
 from qieemo_sb.inference import QieemoClassifier
 from qieemo_sb.masking import fbank_with_lengths
@@ -304,29 +303,29 @@ def test_full_size_classifiers_build_from_the_recipe_yamls():
                 hparams["compute_features"], hparams["normalize"], wav, torch.ones(1)))).embedding
         classifier = QieemoClassifier.from_training_hparams(hparams, run_opts={"device": "cpu"})
         torch.testing.assert_close(classifier.encode_batch(wav), expected, atol=1e-5, rtol=1e-5)
-        # Linear weights stored column-major for speed, but the feed-forward expansions
-        # where oneDNN's fused product + SiLU reads them (row-major): same values, same checkpoint.
-        expansions = set()
-        if functional.PREFER_FUSED_LINEAR_SILU:
-            expansions = {id(m.expand.weight) for m in classifier.mods.modules() if isinstance(m, FeedForward)}
-            assert len(expansions) == 24
+        # Linear weights stored column-major for MKL's products, row-major where
+        # oneDNN's kernel reads them: same values, same checkpoint either way.
         linears = [m.weight for m in classifier.mods.modules() if isinstance(m, torch.nn.Linear)]
         assert len(linears) > 100
-        assert all(w.is_contiguous() == (id(w) in expansions) for w in linears)
-        assert all(w.stride() == (1, w.shape[0]) for w in linears if id(w) not in expansions)
+        assert all(w.is_contiguous() if functional.PREFER_ONEDNN_LINEAR else w.stride() == (1, w.shape[0])
+                   for w in linears)
         converted = modules.state_dict()
         assert converted.keys() == state.keys()
         assert all(torch.equal(converted[key], value) for key, value in state.items())
 
 
-@pytest.mark.parametrize("fused", [True, False])
-def test_column_major_weights_leave_fused_expansions_row_major(fused, monkeypatch):
-    """column_major_linear_weights keeps a feed-forward's expansion row-major exactly
-    when the feed-forwards take oneDNN's fused product (which reads that layout)."""
-    from qieemo_sb.inference import column_major_linear_weights
-
-    monkeypatch.setattr(functional, "PREFER_FUSED_LINEAR_SILU", fused)
-    ffn = FeedForward(d_model=16, d_ffn=32, dropout=0.0)
-    assert column_major_linear_weights(ffn) == (1 if fused else 2)
-    assert ffn.expand.weight.is_contiguous() == fused
-    assert ffn[1].ffn[3].weight.stride() == (1, 16)  # the [16, 32] contraction: column-major
+@pytest.mark.parametrize("onednn", [True, False])
+def test_weight_layout_follows_the_product_kernel_with_the_brains_predictions(
+        onednn, model_dir, trained_fold, monkeypatch):
+    """Built where oneDNN's products are preferred, the classifier keeps its linear
+    weights row-major (oneDNN's layout), elsewhere column-major (MKL's faster one);
+    either way it predicts what the training Brain did."""
+    monkeypatch.setattr(functional, "PREFER_ONEDNN_LINEAR", onednn)
+    built = QieemoClassifier.from_hparams(source=str(model_dir), run_opts={"device": "cpu"})
+    linears = [m.weight for m in built.mods.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(linears) > 50
+    assert all(w.is_contiguous() == onednn for w in linears)
+    for wav, label, probabilities in brain_predictions(trained_fold).values():
+        out_prob, _, _, text_lab = built.classify_file(wav)
+        assert text_lab[0] == label, wav
+        np.testing.assert_allclose(out_prob.exp()[0].tolist(), probabilities, atol=2e-5)

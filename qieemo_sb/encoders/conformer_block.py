@@ -7,7 +7,13 @@ from torch import nn
 
 from qieemo_sb.encoders.attention import RelPositionSelfAttention
 from qieemo_sb.encoders.convolution import ConvolutionModule
-from qieemo_sb.encoders.functional import dropout, layer_norm, linear, linear_silu
+from qieemo_sb.encoders.functional import (
+    dropout,
+    layer_norm,
+    linear,
+    linear_silu,
+    use_onednn_linear,
+)
 from qieemo_sb.masking import (
     ceil_div,
     lengths_if_padded,
@@ -30,8 +36,9 @@ class FeedForward(nn.Sequential):
     d_ffn 2048): 12 % faster at 251 frames, 22 % at 63.
     :meth:`residual` gives a block's ``x + scale * FFN(x)`` with the sum
     done by the output projection itself. Both call the layers' functional
-    forms (:mod:`qieemo_sb.encoders.functional`); at CPU inference the
-    expansion and its Swish can be one oneDNN call
+    forms (:mod:`qieemo_sb.encoders.functional`); where its products take
+    oneDNN (:data:`~qieemo_sb.encoders.functional.PREFER_ONEDNN_LINEAR`),
+    the expansion and its Swish are one call
     (:func:`~qieemo_sb.encoders.functional.linear_silu`).
 
     Arguments
@@ -71,13 +78,18 @@ class FeedForward(nn.Sequential):
 
         The output projection accumulates onto ``x + scale * bias`` in one
         GEMM (``addmm_``), which saves a pass over the output and a temporary;
-        not when the output dropout is on (training with ``dropout > 0``) or
-        under mixed precision (autocast gives the hidden tensor another dtype).
+        not when the output dropout is on (training with ``dropout > 0``),
+        under mixed precision (autocast gives the hidden tensor another dtype)
+        or where the product takes oneDNN's kernel, which has no such form.
         """
         hidden = self._hidden(x)
         output_dropout, contract = self[2], self[1].ffn[3]
         dropping = output_dropout.training and output_dropout.p > 0
-        if dropping or not hidden.dtype == x.dtype == contract.weight.dtype:
+        if (
+            dropping
+            or not hidden.dtype == x.dtype == contract.weight.dtype
+            or use_onednn_linear(hidden, contract.weight, contract.bias)
+        ):
             return torch.add(x, self._output(hidden), alpha=scale)
         out = torch.add(x, contract.bias, alpha=scale).contiguous()
         out.view(-1, out.shape[-1]).addmm_(

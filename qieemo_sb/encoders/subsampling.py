@@ -4,6 +4,7 @@ import torch
 from torch import nn
 
 from qieemo_sb.derived import derived_tensor
+from qieemo_sb.encoders.functional import linear_product
 from qieemo_sb.masking import ceil_div, lengths_if_padded, zero_padding
 
 
@@ -42,7 +43,7 @@ def project_frames(x: torch.Tensor, projection: nn.Linear, cache: dict) -> torch
 
     frames = x.permute(0, 2, 3, 1).reshape(batch, time, features * channels)  # a view if channels-last
     feature_major = derived_tensor(cache, "feature_major_weight", [weight], reorder, extra_key=(channels, features))
-    return nn.functional.linear(frames, feature_major, projection.bias)
+    return linear_product(frames, feature_major, projection.bias)
 
 
 class Conv2dSubsampling(nn.Module):
