@@ -89,8 +89,10 @@ _LINEAR_POINTWISE = _mkldnn_linear_pointwise()
 #: MKL's GEMM. On for x86 CPUs not made by Intel, where MKL does not run its
 #: widest kernels: on an AMD EPYC Zen 5 (AVX-512, 2 threads) oneDNN's products
 #: of the feed-forward's shapes were 1.6-2.6x faster at 63-250 rows (MKL's
-#: about 150 GFLOP/s, oneDNN's 210-370), and on a Zen 3 (AVX2) its fused
-#: expansion + SiLU made ``classify_file`` 5-9 % faster. Off on Intel CPUs
+#: about 150 GFLOP/s, oneDNN's 210-370). On a Zen 3 (AVX2, where both run
+#: AVX2 kernels) its fused expansion + SiLU made ``classify_file`` 5-9 % faster
+#: but its feed-forward contraction alone was 10 % slower (2.81 against 2.55
+#: ms at 251 rows); all products on oneDNN were not measured there. Off on Intel CPUs
 #: (on an AVX-512 Xeon oneDNN's product was the slower one at 63 and 126
 #: rows) and where the CPU's maker is unknown or torch has no MKL. A user may
 #: set it before building a ``QieemoClassifier``, which keeps the linear
