@@ -70,6 +70,18 @@ def wav2vec2_forward(device: torch.device):
     return run, sum(p.numel() for p in model.parameters())
 
 
+def device_description(device: str, threads: int) -> str:
+    """The GPU's name, or the CPU (architecture, maker, torch's kernel capability), its
+    threads and which kernel the Qieemo models' linear products take there."""
+    if torch.device(device).type == "cuda":
+        return torch.cuda.get_device_name(device)
+    from qieemo_sb.encoders import functional
+
+    kernel = "oneDNN" if functional.PREFER_ONEDNN_LINEAR else "torch's (MKL)"
+    return (f"{platform.machine()} {functional.cpu_vendor() or 'unknown maker'} "
+            f"({torch.backends.cpu.get_cpu_capability()}), {threads} threads, Qieemo's linear products: {kernel}")
+
+
 def timing_parser(description: str, repeats: bool = True) -> argparse.ArgumentParser:
     """Options every speed script takes: threads, clip durations, device (and repeats)."""
     parser = argparse.ArgumentParser(description=description)
@@ -94,10 +106,8 @@ def main():
         "backbone 2 (conformer)": qieemo_forward("conformer", device),
         "wav2vec2-base (reference)": wav2vec2_forward(device),
     }
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else (
-        f"{platform.processor() or platform.machine()}, {args.threads} threads"
-    )
-    print(f"torch {torch.__version__}, device: {where}, median of {args.repeats}")
+    print(f"torch {torch.__version__}, device: {device_description(args.device, args.threads)}, "
+          f"median of {args.repeats}")
     timings = {}
     with torch.inference_mode():
         for duration in args.durations:

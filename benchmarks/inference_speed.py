@@ -35,7 +35,6 @@ Usage::
 
 import argparse
 import json
-import platform
 import resource
 import statistics
 import subprocess
@@ -48,7 +47,7 @@ import numpy as np
 import soundfile
 import torch
 
-from encoder_speed import timing_parser
+from encoder_speed import device_description, timing_parser
 
 RECIPE_HPARAMS = Path(__file__).resolve().parents[1] / "recipes" / "IEMOCAP" / "Qieemo" / "hparams"
 CONFORMERS = {"backbone 1 (efficient_conformer)": "qieemo.yaml", "backbone 2 (conformer)": "qieemo_backbone2.yaml"}
@@ -232,13 +231,14 @@ def main():
     if args.model:
         serve_model(args)
         return
+    if args.turns < 2 or args.calls < 1:
+        parser.error("--turns must be at least 2 (the middle half of the turns' speed-ups) and --calls at least 1")
 
     folder = Path(tempfile.mkdtemp(prefix="inference_speed_"))
     args.whisper_folder = save_whisper_base(folder / "whisper_base")
     clips = {f"{d:g}": write_clip(folder / f"clip_{d:g}s.wav", d) for d in args.durations}
     short, long = f"{args.durations[0]:g}", f"{args.durations[-1]:g}"
-    where = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else (
-        f"{platform.processor() or platform.machine()}, {args.threads} threads")
+    where = device_description(args.device, args.threads)
     print(f"torch {torch.__version__}, device: {where}; {args.turns} turns per model of {args.calls} "
           f"reference and {args.calls} model calls on the {short} s clip, then one on each longer clip")
     runs = {name: (name, None) for name in BACKBONES}
