@@ -218,7 +218,9 @@ class RelPositionSelfAttention(nn.Module):
                     )[0, 0]
                     if padding is not None:
                         position_scores = position_scores.masked_fill(padding, float("-inf"))
-                    scores = onednn_product(query_u[utterance, head, start:end], key[utterance, head], position_scores)
+                    scores = onednn_product(
+                        query_u[utterance, head, start:end], key[utterance, head], addend=position_scores
+                    )
                     out[utterance, start:end, head * head_dim : (head + 1) * head_dim] = onednn_product(
                         scores.softmax(-1), value_columns[utterance, head]
                     )

@@ -12,6 +12,7 @@ from qieemo_sb.encoders.functional import (
     layer_norm,
     linear,
     linear_silu,
+    onednn_product,
     use_onednn_linear,
 )
 from qieemo_sb.masking import (
@@ -85,12 +86,10 @@ class FeedForward(nn.Sequential):
         hidden = self._hidden(x)
         output_dropout, contract = self[2], self[1].ffn[3]
         dropping = output_dropout.training and output_dropout.p > 0
-        if (
-            dropping
-            or not hidden.dtype == x.dtype == contract.weight.dtype
-            or use_onednn_linear(hidden, contract.weight, contract.bias)
-        ):
+        if dropping or not hidden.dtype == x.dtype == contract.weight.dtype:
             return torch.add(x, self._output(hidden), alpha=scale)
+        if use_onednn_linear(hidden, contract.weight, contract.bias):  # checked once, not again in _output
+            return torch.add(x, onednn_product(hidden, contract.weight, contract.bias), alpha=scale)
         out = torch.add(x, contract.bias, alpha=scale).contiguous()
         out.view(-1, out.shape[-1]).addmm_(
             hidden.view(-1, hidden.shape[-1]), contract.weight.t(), alpha=scale

@@ -152,14 +152,19 @@ def linear_product(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.T
     True
     """
     if use_onednn_linear(x, weight, bias):
-        return _LINEAR_POINTWISE(x, weight, bias, "none", [], "")
+        return onednn_product(x, weight, bias)
     return nn.functional.linear(x, weight, bias)
 
 
-def onednn_product(x: torch.Tensor, weight: torch.Tensor, addend: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """``x @ weight.T`` (plus ``addend``, ``[..., out]``, added to each output tile
-    while it is in cache) as one oneDNN call, for callers that checked
-    :func:`onednn_linear_applies` (or :func:`use_onednn_linear`).
+def onednn_product(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: Optional[torch.Tensor] = None,
+    addend: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """``x @ weight.T + bias`` (plus ``addend``, ``[..., out]``, added to each
+    output tile while it is in cache) as one oneDNN call, for callers that
+    checked :func:`onednn_linear_applies` (or :func:`use_onednn_linear`).
 
     Example
     -------
@@ -167,12 +172,12 @@ def onednn_product(x: torch.Tensor, weight: torch.Tensor, addend: Optional[torch
     >>> with torch.no_grad():
     ...     product = x @ weight.T + addend
     ...     not onednn_linear_applies(x, weight) or torch.allclose(
-    ...         onednn_product(x, weight, addend), product, atol=1e-5)
+    ...         onednn_product(x, weight, addend=addend), product, atol=1e-5)
     True
     """
     if addend is None:
-        return _LINEAR_POINTWISE(x, weight, None, "none", [], "")
-    return _LINEAR_POINTWISE.binary(x, addend, weight, None, "add")
+        return _LINEAR_POINTWISE(x, weight, bias, "none", [], "")
+    return _LINEAR_POINTWISE.binary(x, addend, weight, bias, "add")
 
 
 def linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
