@@ -25,6 +25,7 @@ SUBCOMMANDS = {
     "synth": ("qieemo_sb.data.synthetic", "generate the synthetic LibriSpeech and IEMOCAP corpora"),
     "export": ("qieemo_sb.export", "turn a trained emotion fold into a self-contained inference folder"),
     "predict": ("qieemo_sb.predict", "classify audio files with an exported model"),
+    "evaluate": ("qieemo_sb.evaluate", "score an exported model on a labelled manifest (cross-corpus tests)"),
 }
 
 

@@ -142,6 +142,48 @@ def pooled_metrics(
     )
 
 
+def embedding_collapse(embeddings: torch.Tensor, *, tolerance: float = 1e-5) -> Dict[str, float]:
+    """How much of a set of pooled embeddings ignores the input.
+
+    A head whose units all sit in ReLU's dead zone, or that reads encoder
+    blocks that hardly depend on the audio, gives (nearly) one embedding to
+    every clip: its accuracy is then the majority class's, whatever it
+    learnt. Logged with the validation scores.
+
+    Arguments
+    ---------
+    embeddings : torch.Tensor
+        ``[clips, dim]`` embeddings of distinct clips.
+    tolerance : float
+        Distances (and standard deviations) below ``tolerance`` times the
+        embeddings' mean norm count as zero.
+
+    Returns
+    -------
+    dict
+        ``constant_units``: share of the dimensions that do not vary over the
+        clips; ``zero_embeddings``: share of clips whose embedding is all
+        zero; ``duplicate_embeddings``: share of clips whose embedding equals
+        another clip's.
+
+    Example
+    -------
+    >>> x = torch.tensor([[1.0, 0.0], [1.0, 0.0], [2.0, 0.0], [0.0, 0.0]])
+    >>> embedding_collapse(x)
+    {'constant_units': 0.5, 'zero_embeddings': 0.25, 'duplicate_embeddings': 0.5}
+    """
+    x = embeddings.detach().double().cpu()
+    if x.dim() != 2 or len(x) < 2:
+        raise ValueError(f"embedding_collapse needs [clips >= 2, dim] embeddings, got {tuple(x.shape)}")
+    scale = max(float(x.norm(dim=1).mean()), 1e-12)
+    distances = torch.cdist(x, x).fill_diagonal_(float("inf"))
+    return {
+        "constant_units": float((x.std(dim=0) <= tolerance * scale).double().mean()),
+        "zero_embeddings": float((x.abs().amax(dim=1) == 0).double().mean()),
+        "duplicate_embeddings": float((distances.amin(dim=1) <= tolerance * scale).double().mean()),
+    }
+
+
 class EmotionMetricStats:
     """Collects utterance ids, predictions and targets over batches.
 

@@ -3,8 +3,10 @@
 1. :func:`extract_block_features`: one pass of the frozen encoder per
    utterance gives every block's output; each is averaged over its valid
    frames, so an utterance is stored as ``[num_blocks, d_model]``. The
-   features are cached in a file keyed by the encoder weights, so a re-run
-   (another fold, other probe settings) does not recompute them.
+   features are cached in a file keyed by the encoder weights, the
+   normalizer statistics and the feature/encoder settings (such as
+   Whisper's ``real_length``), so a re-run (another fold, other probe
+   settings) does not recompute them.
 2. :func:`train_probe`: for one block and fold, features standardised with the
    training set's mean and std, then Linear(hidden) -> ReLU -> Linear(classes)
    (the paper's "256-dimensional linear layers") trained full-batch with
@@ -21,12 +23,15 @@ Example
 """
 
 import hashlib
+import json
 import logging
+import sys
 from pathlib import Path
-from typing import Callable, Dict, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from qieemo_sb.audio import load_audio
 from qieemo_sb.masking import fbank_with_lengths, masked_mean
@@ -36,15 +41,72 @@ from qieemo_sb.modules.classifier import EmotionClassifier
 logger = logging.getLogger(__name__)
 
 
-def features_key(encoder: nn.Module, normalize: nn.Module) -> str:
-    """SHA-1 of the encoder weights and the normalizer statistics (the cache key)."""
+_PLAIN = (bool, int, float, str)
+# Not settings: the mode (the encoder runs in eval mode), where Hugging Face
+# weights were read from (the weights are in the key), and SpeechBrain's
+# lazy-initialisation flag (it flips on the first forward pass).
+_NOT_SETTINGS = {"training", "name_or_path", "first_call"}
+
+
+def module_settings(module: nn.Module) -> List[Tuple[str, object]]:
+    """The plain attributes (not weights) of ``module`` and its submodules.
+
+    Settings such as Whisper's ``real_length`` or ``pad_to_30s`` change the
+    features without changing any tensor, so the cache key needs them.
+
+    Example
+    -------
+    >>> module_settings(nn.Dropout(0.25))
+    [('Dropout.inplace', False), ('Dropout.p', 0.25)]
+    """
+    settings = []
+    for prefix, sub in module.named_modules():
+        for name, value in sorted(vars(sub).items()):
+            if name.startswith("_") or name in _NOT_SETTINGS:
+                continue
+            plain = isinstance(value, _PLAIN) or (
+                isinstance(value, (list, tuple)) and all(isinstance(v, _PLAIN) for v in value)
+            )
+            if plain:
+                where = f"{type(sub).__name__}{'.' + prefix if prefix else ''}"
+                settings.append((f"{where}.{name}", value))
+    return settings
+
+
+def features_key(
+    encoder: nn.Module,
+    normalize: nn.Module,
+    *,
+    compute_features: Optional[nn.Module] = None,
+    sample_rate: Optional[int] = None,
+) -> str:
+    """SHA-1 of what the block features depend on (the cache key).
+
+    The encoder weights, the normalizer statistics, and the settings of the
+    feature extractor and the encoder (:func:`module_settings`) with the
+    sample rate.
+    """
     digest = hashlib.sha1()
     tensors = sorted(encoder.state_dict().items())
     tensors += [("glob_mean", normalize.glob_mean), ("glob_std", normalize.glob_std)]
     for name, tensor in tensors:
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    settings = {"sample_rate": sample_rate, "encoder": module_settings(encoder)}
+    if compute_features is not None:
+        settings["compute_features"] = module_settings(compute_features)
+    digest.update(json.dumps(settings, sort_keys=True, default=repr).encode())
     return digest.hexdigest()
+
+
+def _file_size(path: Path) -> str:
+    """``path``'s size on disk, in human units."""
+    size, unit = float(path.stat().st_size), "B"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            break
+        size /= 1024
+    return f"{size:.0f} B" if unit == "B" else f"{size:.1f} {unit}"
 
 
 @torch.no_grad()
@@ -59,8 +121,12 @@ def extract_block_features(
     batch_size: int = 8,
     durations: Optional[Dict[str, float]] = None,
     device: str = "cpu",
+    progress: bool = True,
 ) -> Dict[str, torch.Tensor]:
     """Mean-pooled output of every block, ``{id: [num_blocks, d_model]}``.
+
+    Logs how many utterances came from the cache and how many were
+    computed, and the cache file with its size.
 
     Arguments
     ---------
@@ -71,8 +137,9 @@ def extract_block_features(
     sample_rate : int
         The backbone's sample rate.
     cache_file : str or Path
-        Where the features are kept; reused when the encoder weights and the
-        normalizer statistics are the ones that made them.
+        Where the features are kept; reused when the encoder weights, the
+        normalizer statistics and the settings (see :func:`features_key`)
+        are the ones that made them.
     batch_size : int
         Utterances per encoder pass (sorted by duration: little padding; the
         encoder's outputs do not depend on padding).
@@ -80,21 +147,40 @@ def extract_block_features(
         Id -> seconds, to sort the batches.
     device : str
         Where the encoder runs.
+    progress : bool
+        Show a progress bar (on stderr) over the utterances to encode.
     """
     cache_file = Path(cache_file)
-    key = features_key(encoder, normalize)
+    key = features_key(
+        encoder,
+        normalize,
+        compute_features=compute_features if isinstance(compute_features, nn.Module) else None,
+        sample_rate=sample_rate,
+    )
     cached = {}
     if cache_file.is_file():
         stored = torch.load(cache_file, map_location="cpu", weights_only=True)
         if stored.get("key") == key:
             cached = stored["features"]
         else:
-            logger.info("%s was made with other weights: recomputing", cache_file)
+            logger.info("%s was made with other weights or settings: recomputing", cache_file)
     todo = [utt for utt in wavs if utt not in cached]
+    hits = len(wavs) - len(todo)
+    logger.info(
+        "block features of %d utterances: %d in the cache, %d to compute (cache: %s)",
+        len(wavs), hits, len(todo), cache_file,
+    )
     if durations is not None:
         todo.sort(key=lambda utt: durations[utt])
     encoder.eval().to(device)
     normalize.eval().to(device)
+    bar = tqdm(
+        total=len(todo),
+        desc=f"block features ({hits} cached, {len(todo)} to compute)",
+        unit="clip",
+        file=sys.stderr,
+        disable=not progress or not todo,
+    )
     for start in range(0, len(todo), batch_size):
         ids = todo[start : start + batch_size]
         signals = [load_audio(wavs[utt], sample_rate=sample_rate) for utt in ids]
@@ -112,10 +198,16 @@ def extract_block_features(
         ).cpu()
         for row, utt in enumerate(ids):
             cached[utt] = pooled[row].clone()
+        bar.update(len(ids))
+    bar.close()
     if todo:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"key": key, "features": cached}, cache_file)
-        logger.info("block features of %d utterances computed, cached in %s", len(todo), cache_file)
+    size = _file_size(cache_file) if cache_file.is_file() else "not written"
+    logger.info(
+        "block features: %d from the cache, %d computed; cache %s (%s)",
+        hits, len(todo), cache_file, size,
+    )
     return {utt: cached[utt] for utt in wavs}
 
 

@@ -132,3 +132,51 @@ def test_a_fold_trains_and_exports_with_whisper(whisper_dir, corpus_tiny, tmp_pa
     assert weights.keys() == loaded.keys() and all(torch.equal(weights[k], loaded[k]) for k in weights)
     out_prob, score, index, labels = classifier.classify_batch(speechlike(1.5).unsqueeze(0))
     assert out_prob.shape == (1, 4) and torch.isfinite(out_prob).all() and labels[0] in classifier.labels
+
+
+def whisper_recipe_args(whisper_dir, corpus_tiny, experiment, *extra):
+    """Options of the emotion recipe's scripts for qieemo_whisper.yaml on the tiny corpus (no stage-1 folder)."""
+    return ["hparams/qieemo_whisper.yaml", "--data_folder", corpus_tiny / "IEMOCAP_full_release",
+            "--backbone", f"{{whisper_source: {whisper_dir}, real_length: True}}",
+            "--experiment_folder", experiment, "--device", "cpu", *extra]
+
+
+def test_layer_probe_of_whisper_writes_table_i(whisper_dir, corpus_tiny, tmp_path):
+    """probe.py on qieemo_whisper.yaml: one row per Whisper block, and a second run reads every
+    utterance's features from the cache."""
+    args = whisper_recipe_args(whisper_dir, corpus_tiny, tmp_path, "--folds", "[1, 2]", "--probe_epochs", 10)
+    first = run("probe.py", *args)
+    probe = tmp_path / "probe"
+    utterances = set()
+    for split in ("train", "valid", "test"):
+        utterances |= set(json.loads((probe / "manifests" / "fold_1" / f"{split}.json").read_text()))
+    features = torch.load(probe / "block_features.pt")["features"]
+    assert set(features) == utterances and next(iter(features.values())).shape == (N_BLOCKS, 32)
+    assert f"0 from the cache, {len(utterances)} computed" in first.output, first.output[-3000:]
+
+    results = json.loads((probe / "probe_results.json").read_text())
+    assert sorted(results["blocks"], key=int) == [str(b) for b in range(1, N_BLOCKS + 1)]
+    for block in results["blocks"].values():
+        assert sorted(block["folds"]) == ["1", "2"]
+        for scores in [block["mean"], *block["folds"].values()]:
+            assert all(0.0 <= scores[k] <= 1.0 for k in ("wa", "ua", "wf1")), scores
+    table = (probe / "probe_results.md").read_text()
+    assert sum(line.startswith("| ") for line in table.splitlines()) == 1 + N_BLOCKS
+    assert (probe / "probe_wa.png").stat().st_size > 1000
+
+    stamp = (probe / "block_features.pt").stat().st_mtime_ns
+    second = run("probe.py", *args)
+    assert f"{len(utterances)} from the cache, 0 computed" in second.output, second.output[-3000:]
+    assert (probe / "block_features.pt").stat().st_mtime_ns == stamp
+    assert json.loads((probe / "probe_results.json").read_text()) == results  # seeded probes, same features
+
+
+def test_run_folds_with_whisper_writes_cross_fold_results(whisper_dir, corpus_tiny, tmp_path):
+    """run_folds.py needs no stage-1 folder with qieemo_whisper.yaml (one fold of 1 epoch: train.py
+    itself is tested above)."""
+    run("run_folds.py", *whisper_recipe_args(whisper_dir, corpus_tiny, tmp_path,
+                                             "--folds", "[1]", "--number_of_epochs", 1))
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert list(results["folds"]) == ["1"] and results["title"] == "qieemo_whisper"
+    assert sum(results["pooled"]["support"]) == 9  # the held-out session
+    assert (tmp_path / "results.md").is_file() and (tmp_path / "confusion.png").is_file()

@@ -115,6 +115,19 @@ def _check_rows(rows: List[dict], path: Path, labels: Sequence[str]) -> List[dic
     return checked
 
 
+def read_labelled_rows(path: Union[str, Path]) -> List[dict]:
+    """Checked rows of a manifest, whatever their labels (for evaluation).
+
+    The checks of :func:`prepare_manifest_folds` except the label set: each
+    row gets an absolute ``wav``, a unique ``id``, its ``emo`` as a string
+    and a ``duration`` (seconds); errors name the manifest and the row
+    (missing field or wav file, duplicate id).
+    """
+    path = Path(path)
+    rows = read_manifest(path)
+    return _check_rows(rows, path, labels=sorted({str(row.get("emo")) for row in rows}))
+
+
 def _assign_test_folds(rows: List[dict], path: Path, folds: Sequence) -> None:
     """Sets each row's ``fold`` (as a string) from its fold or speaker field."""
     if all(str(row.get("fold") or "") for row in rows):

@@ -1,15 +1,18 @@
 #!/usr/bin/env python3
-"""Layer probe of the stage-1 encoder (paper Table I): emotion WA of each block.
+"""Layer probe of the pretrained encoder (paper Table I): emotion WA of each block.
 
     python probe.py hparams/qieemo.yaml --data_folder /path/IEMOCAP_full_release \
         --pretrained_asr /path/to/stage1/output/pretrained
+    python probe.py hparams/qieemo_whisper.yaml --data_folder /path/IEMOCAP_full_release \
+        --backbone "{whisper_source: openai/whisper-base}"   # no stage-1 folder
 
 The frozen encoder runs once per utterance; every block's output is
 mean-pooled and cached (``<probe_folder>/block_features.pt``). Then, for each
 block and fold, a probe Linear(probe_hidden) -> ReLU -> Linear(n_classes) is
 trained on the fold's training utterances, kept at its best validation WA and
 tested. ``<probe_folder>`` (default ``<experiment_folder>/probe``) gets
-probe_results.json, probe_results.md and probe_wa.png.
+probe_results.json, probe_results.md, probe_wa.png and the run's log.txt.
+Progress bars go to stderr (``TQDM_DISABLE=1`` turns them off).
 """
 
 import json
@@ -18,12 +21,13 @@ from pathlib import Path
 
 import speechbrain as sb
 import torch
+from tqdm import tqdm
 
 from qieemo_sb.metrics import aggregate_folds
 from qieemo_sb.plots import plot_block_scores
 from qieemo_sb.pretrained import check_exported_folder
 from qieemo_sb.probe import extract_block_features, probe_table, train_probe
-from qieemo_sb.hparams_files import load_hparams
+from qieemo_sb.hparams_files import create_experiment_folder, load_hparams
 from train import prepare_manifests
 
 
@@ -40,8 +44,10 @@ def read_fold(folder, labels):
 def main(argv):
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     hparams = load_hparams(hparams_file, overrides)
-    check_exported_folder(hparams["pretrained_asr"], need_encoder=hparams["load_pretrained_encoder"])
+    if hparams["pretrained_asr"] is not None:  # null: a backbone that comes pretrained (Whisper)
+        check_exported_folder(hparams["pretrained_asr"], need_encoder=hparams["load_pretrained_encoder"])
     folder = Path(hparams["probe_folder"])
+    create_experiment_folder(folder, hparams_file, overrides)  # log.txt: the cache hits and misses
     folds, labels = hparams["folds"], list(hparams["labels"])
     prepare_manifests(hparams, folds, folder / "manifests")
     hparams["pretrainer"].set_collect_in(folder / "pretrained_asr")
@@ -65,9 +71,11 @@ def main(argv):
     num_blocks = next(iter(features.values())).shape[0]
     blocks = list(range(1, num_blocks + 1))
     per_block = {}
+    bar = tqdm(total=len(blocks) * len(folds), desc="probes", unit="probe", file=sys.stderr)
     for block in blocks:
         fold_scores = {}
         for fold in folds:
+            bar.set_postfix(block=block, fold=fold)
             torch.manual_seed(hparams["seed"])
             data = {
                 split: (torch.stack([features[utt][block - 1] for utt in ids]), targets)
@@ -81,9 +89,14 @@ def main(argv):
                 lr=hparams["probe_lr"],
                 dropout=hparams["probe_dropout"],
             )
+            bar.update()
         per_block[str(block)] = {"folds": fold_scores, **aggregate_folds(list(fold_scores.values()))}
         mean = per_block[str(block)]["mean"]
-        print(f"block {block:2d}: WA {100 * mean['wa']:.2f}  UA {100 * mean['ua']:.2f}  WF1 {100 * mean['wf1']:.2f}", flush=True)
+        # tqdm.write: the line goes above the bar instead of through it.
+        tqdm.write(f"block {block:2d}: WA {100 * mean['wa']:.2f}  UA {100 * mean['ua']:.2f}  WF1 {100 * mean['wf1']:.2f}",
+                   file=sys.stdout)
+        sys.stdout.flush()
+    bar.close()
 
     title = f"Layer probe: {hparams['experiment_name']}"
     (folder / "probe_results.json").write_text(json.dumps({"labels": labels, "blocks": per_block}, indent=1), encoding="utf-8")

@@ -34,11 +34,12 @@ from speechbrain.utils.distributed import if_main_process, run_on_main
 from qieemo_sb.audio import load_audio
 from qieemo_sb.data.iemocap import prepare_iemocap
 from qieemo_sb.data.manifest import prepare_manifest_folds
+from qieemo_sb.encoders.conformer import EncoderOutput
 from qieemo_sb.folds import write_fold_results
 from qieemo_sb.hparams_files import create_experiment_folder, load_hparams
 from qieemo_sb.inference import label_encoder_for
 from qieemo_sb.masking import fbank_with_lengths
-from qieemo_sb.metrics import EmotionMetricStats
+from qieemo_sb.metrics import EmotionMetricStats, embedding_collapse
 from qieemo_sb.pretrained import check_exported_folder
 
 logger = logging.getLogger(__name__)
@@ -52,28 +53,47 @@ class EmotionBrain(sb.core.Brain):
     def encoder_frozen(self):
         return self.hparams.epoch_counter.current <= self.hparams.freeze_encoder_epochs
 
+    @property
+    def reads_encoder_cache(self):
+        """Frozen weights give each clip the same outputs: read them from the cache."""
+        return self.hparams.encoder_cache is not None and self.encoder_frozen
+
+    def encode(self, wavs, wav_lens):
+        """Padded waveforms -> the encoder's block outputs."""
+        feats, feat_lens = fbank_with_lengths(self.hparams.compute_features, self.hparams.normalize, wavs, wav_lens)
+        return self.modules.encoder(feats, feat_lens)
+
     def compute_forward(self, batch, stage):
-        """wav -> log-probabilities of the classes, ``[batch, n_classes]``."""
+        """wav -> the head's output (logits and pooled embeddings)."""
         batch = batch.to(self.device)
         wavs, wav_lens = batch.sig
-        feats, feat_lens = fbank_with_lengths(self.hparams.compute_features, self.hparams.normalize, wavs, wav_lens)
         if stage == sb.Stage.TRAIN and (self.encoder_frozen or not self.hparams.encoder_dropout):
             self.modules.encoder.eval()  # dropout off
-        if stage == sb.Stage.TRAIN and self.encoder_frozen:
+        if self.reads_encoder_cache:
+            encoded = self.hparams.encoder_cache.encoded(
+                batch.id, batch.wav, lambda rows: self.encode(wavs[rows], wav_lens[rows])
+            )
+            encoded = EncoderOutput(
+                *[[None if t is None else t.to(self.device) for t in field] for field in encoded[:2]],
+                encoded.subsampling,
+            )
+        elif stage == sb.Stage.TRAIN and self.encoder_frozen:
             with torch.no_grad():
-                encoded = self.modules.encoder(feats, feat_lens)
+                encoded = self.encode(wavs, wav_lens)
         else:
-            encoded = self.modules.encoder(feats, feat_lens)
-        return self.hparams.log_softmax(self.modules.head(encoded).logits)
+            encoded = self.encode(wavs, wav_lens)
+        return self.modules.head(encoded)
 
     def compute_objectives(self, predictions, batch, stage):
         """NLL of the target class; evaluation stages also collect the scores."""
+        log_probs = self.hparams.log_softmax(predictions.logits)
         targets = batch.emo_encoded.data.squeeze(-1)
-        loss = self.hparams.compute_cost(predictions, targets)
+        loss = self.hparams.compute_cost(log_probs, targets)
         if stage != sb.Stage.TRAIN:
-            self.metrics.append(batch.id, predictions, targets)
+            self.metrics.append(batch.id, log_probs, targets)
+            self.embeddings.append(predictions.embedding.detach().cpu())
         if stage == sb.Stage.TEST:
-            self.test_probabilities.extend(predictions.detach().exp().cpu().tolist())
+            self.test_probabilities.extend(log_probs.detach().exp().cpu().tolist())
         return loss
 
     def init_optimizers(self):
@@ -107,10 +127,36 @@ class EmotionBrain(sb.core.Brain):
         super().on_evaluate_start(max_key=max_key, min_key=min_key)
 
     def on_stage_start(self, stage, epoch):
-        """Fresh score collectors for the evaluation stages."""
+        """Fresh score collectors; the encoder cache keyed by the current weights."""
+        if self.reads_encoder_cache:
+            self.hparams.encoder_cache.bind(
+                encoder=self.modules.encoder,
+                normalize=self.hparams.normalize,
+                compute_features=self.hparams.compute_features,
+            )
         if stage != sb.Stage.TRAIN:
             self.metrics = EmotionMetricStats(n_classes=self.hparams.n_classes)
+            self.embeddings = []
             self.test_probabilities = []
+
+    def _run_facts(self):
+        """Encoder cache counts (and resets them) and embedding collapse, for the log."""
+        facts = {}
+        cache = self.hparams.encoder_cache
+        if cache is not None and cache.hits + cache.misses:
+            facts["encoder cache"] = (
+                f"{cache.hits} read, {cache.misses} encoded, {cache.size_bytes() / 2**20:.1f} MB in {cache.folder}"
+            )
+            cache.reset_counts()
+        if len(self.embeddings) and sum(len(e) for e in self.embeddings) > 1:
+            collapse = embedding_collapse(torch.cat(self.embeddings))
+            facts.update({name: round(value, 3) for name, value in collapse.items()})
+            if collapse["duplicate_embeddings"] > 0.5 or collapse["constant_units"] > 0.9:
+                logger.warning(
+                    "the emotion head gives most clips the same embedding (%s): it ignores its input",
+                    collapse,
+                )
+        return facts
 
     def on_stage_end(self, stage, stage_loss, epoch):
         """Logs; anneals, checkpoints (validation); writes the test results."""
@@ -127,7 +173,7 @@ class EmotionBrain(sb.core.Brain):
             sb.nnet.schedulers.update_learning_rate(self.encoder_optimizer, lr_encoder)
             self.hparams.train_logger.log_stats(
                 stats_meta={"epoch": epoch, "lr": lr, "lr_encoder": lr_encoder,
-                            "encoder": "frozen" if self.encoder_frozen else "trained"},
+                            "encoder": "frozen" if self.encoder_frozen else "trained", **self._run_facts()},
                 train_stats=self.train_stats,
                 valid_stats=stats,
             )
@@ -137,7 +183,7 @@ class EmotionBrain(sb.core.Brain):
         else:
             epoch_kept = self.hparams.epoch_counter.current
             self.hparams.train_logger.log_stats(
-                stats_meta={"epoch kept": epoch_kept}, test_stats=stats
+                stats_meta={"epoch kept": epoch_kept, **self._run_facts()}, test_stats=stats
             )
             if if_main_process():
                 write_fold_results(
@@ -213,7 +259,7 @@ def dataio_prepare(hparams, manifests):
             raise ValueError(f"{path}: labels {unknown} are not in labels {hparams['labels']}")
         data.add_dynamic_item(audio_pipeline)
         data.add_dynamic_item(label_pipeline)
-        data.set_output_keys(["id", "sig", "emo_encoded"])
+        data.set_output_keys(["id", "wav", "sig", "emo_encoded"])
         # Evaluation in length order: less padding, same results.
         datasets[split] = data if split == "train" else data.filtered_sorted(sort_key="duration")
     return datasets
