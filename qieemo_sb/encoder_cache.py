@@ -42,6 +42,7 @@ Example
 """
 
 import hashlib
+import json
 import logging
 import os
 from pathlib import Path
@@ -51,6 +52,7 @@ import torch
 from torch import nn
 
 from qieemo_sb.encoders.conformer import EncoderOutput
+from qieemo_sb.probe import module_settings
 
 logger = logging.getLogger(__name__)
 
@@ -112,15 +114,10 @@ class EncoderOutputCache:
         Call it whenever the weights may have changed (each stage start).
         """
         digest = weights_digest(encoder, normalize)
-        # The feature extractor's settings (e.g. Whisper's 30 s padding) and
-        # the encoder's own (real_length) change the outputs too.
-        settings = {
-            name: value
-            for module in (compute_features, encoder)
-            for name, value in sorted(vars(module).items())
-            if isinstance(value, (bool, int, float, str))
-        }
-        digest.update(repr((type(compute_features).__name__, type(encoder).__name__, settings)).encode())
+        # Settings that change the outputs without changing a tensor (Whisper's
+        # 30 s padding, real_length) are part of the key, as for the probe.
+        settings = (module_settings(compute_features), module_settings(encoder))
+        digest.update(json.dumps(settings, default=repr).encode())
         digest.update(repr((self.blocks, self.dtype_name)).encode())
         self.folder = self.root / digest.hexdigest()[:20]
         return self.folder
