@@ -89,20 +89,21 @@ class EncoderOutputCache:
     folder : str or Path
         Where entries are kept (shared by folds and runs: the keys keep them
         apart).
-    blocks : sequence of int
+    blocks : sequence of int, optional
         1-based blocks to store (MMF's); the last block is always stored
-        (CMA's keys and values).
+        (CMA's keys and values). None stores every block, so that runs
+        fusing other blocks (the ablations, a block search) share one pass.
     dtype : str
         ``float16`` (half the disk, about 1e-3 relative rounding),
         ``bfloat16`` or ``float32`` (exactly the encoder's outputs).
     """
 
-    def __init__(self, folder: Union[str, Path], *, blocks: Sequence[int], dtype: str = "float16"):
+    def __init__(self, folder: Union[str, Path], *, blocks: Optional[Sequence[int]], dtype: str = "float16"):
         if dtype not in DTYPES:
             raise ValueError(f"encoder cache dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
         self.root = Path(folder)
-        self.blocks = sorted({int(b) for b in blocks})
-        if not self.blocks or self.blocks[0] < 1:
+        self.blocks = None if blocks is None else sorted({int(b) for b in blocks})
+        if self.blocks is not None and (not self.blocks or self.blocks[0] < 1):
             raise ValueError(f"encoder cache blocks must be 1-based block indices, got {list(blocks)}")
         self.dtype_name, self.dtype = dtype, DTYPES[dtype]
         self.folder: Optional[Path] = None
@@ -133,6 +134,8 @@ class EncoderOutputCache:
         return sum(p.stat().st_size for p in self.folder.glob("*.pt"))
 
     def _stored_blocks(self, num_blocks: int) -> List[int]:
+        if self.blocks is None:
+            return list(range(1, num_blocks + 1))
         if self.blocks[-1] > num_blocks:
             raise ValueError(
                 f"encoder cache blocks {self.blocks} ask for a block beyond the encoder's {num_blocks} blocks"

@@ -15,25 +15,29 @@ from qieemo_sb.modules.classifier import EmotionClassifier
 from qieemo_sb.modules.cma import CrossModalAttention
 from qieemo_sb.modules.emotion_head import EmotionHead
 from qieemo_sb.modules.mmf import MultiBlockFusion
+from qieemo_sb.modules.standardization import FrameStandardization
 from qieemo_sb.pretrained import check_exported_folder, load_normalizer_strict
 from qieemo_sb.probe import train_probe
 
 
-def make_head(cma=True, blocks=(7, 8, 9, 10, 11, 12), d_emo=16):
+def make_head(cma=True, blocks=(7, 8, 9, 10, 11, 12), d_emo=16, standardize=False):
     mmf = MultiBlockFusion(d_model=64, blocks=blocks, d_emo=d_emo, conv_channels=[4],
-                           time_strides=[1], feature_strides=[2], dropout=0.0)
+                           time_strides=[1], feature_strides=[2], dropout=0.0, standardize=standardize)
     return EmotionHead(
         mmf=mmf,
-        cma=CrossModalAttention(query_size=d_emo, key_size=64, d_att=d_emo) if cma else None,
+        cma=CrossModalAttention(query_size=d_emo, key_size=64, d_att=d_emo,
+                                standardize_ppg=standardize) if cma else None,
         classifier=EmotionClassifier(input_size=d_emo, n_classes=4, hidden_size=32, dropout=0.0),
     ).eval()
 
 
-@pytest.mark.parametrize("cma, blocks", [(True, (7, 8, 9, 10, 11, 12)), (False, (7, 8, 9, 10, 11, 12)), (True, (12,))])
-def test_head_on_a_padded_batch_matches_one_by_one(cma, blocks):
+@pytest.mark.parametrize("cma, blocks, standardize", [
+    (True, (7, 8, 9, 10, 11, 12), False), (False, (7, 8, 9, 10, 11, 12), False), (True, (12,), False),
+    (True, (7, 8, 9, 10, 11, 12), True)])
+def test_head_on_a_padded_batch_matches_one_by_one(cma, blocks, standardize):
     """Full Qieemo and the two head ablations ignore padding end to end."""
     encoder = load_backbone("efficient_conformer_tiny")["encoder"].eval()
-    head = make_head(cma=cma, blocks=blocks)
+    head = make_head(cma=cma, blocks=blocks, standardize=standardize)
     feats = torch.randn(3, 260, 80)
     rel_lens = torch.tensor([1.0, 0.55, 0.3])
     with torch.no_grad():
@@ -44,6 +48,31 @@ def test_head_on_a_padded_batch_matches_one_by_one(cma, blocks):
             torch.testing.assert_close(batched.logits[row], single.logits[0], atol=1e-4, rtol=1e-4)
             torch.testing.assert_close(batched.embedding[row], single.embedding[0], atol=1e-4, rtol=1e-4)
     assert batched.logits.shape == (3, 4) and batched.embedding.shape == (3, 16)
+
+
+def test_standardization_reads_valid_frames_only_and_keeps_running_statistics():
+    """Training standardises over the batch's valid frames (padding neither counts nor
+    changes), evaluation with the running statistics; a clip-independent offset and scale
+    of the block, which a barely trained encoder adds, is removed."""
+    torch.manual_seed(0)
+    norm = FrameStandardization(num_features=4, momentum=1.0)  # running stats = the last batch's
+    x = 3.0 + 0.01 * torch.randn(2, 7, 4)
+    lengths = torch.tensor([7, 4])
+    padded = x.clone()
+    padded[1, 4:] = 1e3  # garbage on padded frames
+    out = norm.train()(padded, lengths)
+    valid = torch.cat([x[0], x[1, :4]])
+    expected = (valid - valid.mean(0)) / torch.sqrt(valid.var(0, unbiased=False) + 1e-5)
+    torch.testing.assert_close(torch.cat([out[0], out[1, :4]]), expected, atol=1e-3, rtol=1e-3)
+    assert out[1, 4:].eq(0).all()
+    torch.testing.assert_close(norm.norm.running_mean, valid.mean(0))
+    norm.eval()
+    kept = norm.norm.running_mean.clone()
+    stats = kept, torch.sqrt(norm.norm.running_var + 1e-5)
+    torch.testing.assert_close(norm(padded, lengths)[1, :4], (x[1, :4] - stats[0]) / stats[1],
+                               atol=1e-3, rtol=1e-3)
+    torch.testing.assert_close(norm(x[1:, :4], torch.tensor([4]))[0], norm(padded, lengths)[1, :4])
+    assert torch.equal(norm.norm.running_mean, kept)  # evaluation leaves the statistics
 
 
 def test_head_rejects_a_classifier_of_the_wrong_width():

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import ruamel.yaml
 import torch
 
 from qieemo_sb.hparams_files import load_hparams
@@ -86,13 +87,13 @@ def test_each_ablation_trains_and_tests_a_fold(ablation, stage1, iemocap_tiny, t
     assert sorted(scores["ids"]) == sorted(test_ids) and all(i.startswith("Ses02") for i in test_ids)
     log = (fold / "train_log.txt").read_text()
     assert "encoder: frozen" in log and "encoder: trained" in log and "test loss" in log
-    resolved = (fold / "hyperparams.yaml").read_text()
+    resolved = ruamel.yaml.YAML(typ="rt").load(fold / "hyperparams.yaml")
     if ablation == "no_cma":
-        assert "\ncma:\n" in resolved or "\ncma: null" in resolved
+        assert resolved["cma"] is None and resolved["head"]["cma"] is None
     if ablation == "ppg_only":
-        assert re.search(r"^mmf_blocks: (&id\d+ )?\[12\]$", resolved, re.M)
+        assert resolved["mmf_blocks"] == resolved["mmf"]["blocks"] == [12]
     if ablation == "backbone2":
-        assert "block_strides: &id" in resolved and "[1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]" in resolved
+        assert resolved["backbone"]["encoder"]["block_strides"] == [1] * 12
 
 
 def test_full_size_backbone2_recipe_builds(stage1):
@@ -204,3 +205,40 @@ def test_one_fold_learns_above_chance(learned_fold):
           f"{scores['seconds']} s")
     assert valid_wa >= valid_majority + WA_MARGIN and valid_ua >= 0.25 + UA_MARGIN
     assert sum(scores["support"]) == sum(map(sum, scores["confusion"])) == 156  # session 1 of the small corpus
+
+
+def test_cached_frozen_encoder_gives_the_uncached_results(stage1, iemocap_tiny, tmp_path):
+    """A frozen-encoder run reading its block outputs from the cache scores the test turns as
+    the run that encodes every batch; the first epoch encodes, later epochs and a second
+    experiment sharing the cache folder only read."""
+    pretrained = stage1["efficient_conformer_tiny"]
+    frozen = ["--fold", 2, "--freeze_encoder_epochs", 1000, "--number_of_epochs", 3, "--encoder_dropout", "False"]
+    shared = tmp_path / "shared_cache"
+    run("train.py", "hparams/qieemo_tiny.yaml", *emotion_args(iemocap_tiny, pretrained, tmp_path / "plain", *frozen,
+                                                               "--encoder_cache", "null"))
+    for name in ("cached", "again"):
+        run("train.py", "hparams/qieemo_tiny.yaml",
+            *emotion_args(iemocap_tiny, pretrained, tmp_path / name, *frozen,
+                          "--encoder_cache_folder", shared, "--encoder_cache_dtype", "float32"))
+
+    def predictions(name):
+        lines = (tmp_path / name / "fold_2" / "test_predictions.csv").read_text().splitlines()[1:]
+        rows = [line.split(",") for line in lines]
+        return [row[:3] for row in rows], np.array([[float(p) for p in row[3:]] for row in rows])
+
+    plain_labels, plain_probs = predictions("plain")
+    for name in ("cached", "again"):
+        labels, probs = predictions(name)
+        assert labels == plain_labels
+        np.testing.assert_allclose(probs, plain_probs, atol=1e-4)
+
+    manifests = tmp_path / "cached" / "fold_2" / "manifests" / "fold_2"
+    n_train, n_valid = (len(json.loads((manifests / f"{s}.json").read_text())) for s in ("train", "valid"))
+    counts = [tuple(map(int, m)) for m in re.findall(
+        r"encoder cache: (\d+) read, (\d+) encoded", (tmp_path / "cached" / "fold_2" / "train_log.txt").read_text())]
+    assert counts[0] == (0, n_train + n_valid)
+    assert all(encoded == 0 for _, encoded in counts[1:3]) and counts[1][0] == n_train + n_valid
+    again = re.findall(r"encoder cache: (\d+) read, (\d+) encoded",
+                       (tmp_path / "again" / "fold_2" / "train_log.txt").read_text())
+    assert again[0] == (str(n_train + n_valid), "0")
+    assert "encoder cache" not in (tmp_path / "plain" / "fold_2" / "train_log.txt").read_text()

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from qieemo_sb.masking import lengths_to_padding_mask, zero_padding
+from qieemo_sb.modules.standardization import FrameStandardization
 
 
 class CrossModalAttention(nn.Module):
@@ -28,6 +29,8 @@ class CrossModalAttention(nn.Module):
         Dimension of h^l.
     d_att : int
         Attention dimension (of Q, K, V and the output).
+    standardize_ppg : bool
+        Standardise h^l's features first (:class:`FrameStandardization`).
 
     Example
     -------
@@ -40,8 +43,9 @@ class CrossModalAttention(nn.Module):
     0
     """
 
-    def __init__(self, query_size: int, key_size: int, d_att: int = 256):
+    def __init__(self, query_size: int, key_size: int, d_att: int = 256, standardize_ppg: bool = False):
         super().__init__()
+        self.ppg_norm = FrameStandardization(key_size) if standardize_ppg else None
         self.query = nn.Linear(query_size, d_att)
         self.key = nn.Linear(key_size, d_att)
         self.value = nn.Linear(key_size, d_att)
@@ -74,6 +78,8 @@ class CrossModalAttention(nn.Module):
         attention : tuple of torch.Tensor
             The ``[batch, n, time]`` weights of eq 7 and of eq 8.
         """
+        if self.ppg_norm is not None:
+            ppg = self.ppg_norm(ppg, ppg_lengths)
         keys, values = self.key(ppg), self.value(ppg)
         key_pad = lengths_to_padding_mask(ppg_lengths, ppg.shape[1]).unsqueeze(1)
 

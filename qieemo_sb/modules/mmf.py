@@ -8,11 +8,14 @@ from torch import nn
 from qieemo_sb.encoders.conformer import EncoderOutput
 from qieemo_sb.encoders.subsampling import project_frames
 from qieemo_sb.masking import ceil_div, lengths_if_padded, masked_avg_pool1d, zero_padding
+from qieemo_sb.modules.standardization import FrameStandardization
 
 
 class MultiBlockFusion(nn.Module):
     """Weighted stack of chosen blocks -> Conv2D stack -> emotion features E.
 
+    0. Optionally (``standardize``), each chosen block's features are
+       standardised over valid frames (:class:`FrameStandardization`).
     1. Each chosen block output is average-pooled (over valid frames) to the
        frame rate of the slowest chosen block, normally the last block, whose
        rate the PPG features h^l have.
@@ -49,6 +52,8 @@ class MultiBlockFusion(nn.Module):
         Odd Conv2D kernel size.
     dropout : float
         Dropout after each layer and on E.
+    standardize : bool
+        Standardise each chosen block's features first (running statistics).
 
     Example
     -------
@@ -75,6 +80,7 @@ class MultiBlockFusion(nn.Module):
         feature_strides: Sequence[int] = (2, 2),
         kernel_size: int = 3,
         dropout: float = 0.1,
+        standardize: bool = False,
     ):
         super().__init__()
         self.blocks = [int(b) for b in blocks]
@@ -89,6 +95,9 @@ class MultiBlockFusion(nn.Module):
             raise ValueError(f"kernel_size must be odd, got {kernel_size}")
         # Zeros: the fusion starts as the plain average of the chosen blocks.
         self.block_logits = nn.Parameter(torch.zeros(len(self.blocks)))
+        self.standardize = (
+            nn.ModuleList(FrameStandardization(d_model) for _ in self.blocks) if standardize else None
+        )
         self.convs = nn.ModuleList()
         self.time_strides = [int(s) for s in time_strides]
         in_channels, features = len(self.blocks), d_model
@@ -129,17 +138,17 @@ class MultiBlockFusion(nn.Module):
         indices = [b - 1 for b in self.blocks]
         target = max(encoder_out.subsampling[i] for i in indices)
         aligned, target_lengths = [], None
-        for i in indices:
+        for k, i in enumerate(indices):
             factor, remainder = divmod(target, encoder_out.subsampling[i])
             if remainder:
                 raise ValueError(
                     f"block {i + 1} (subsampling {encoder_out.subsampling[i]}) "
                     f"cannot be pooled to the rate of subsampling {target}"
                 )
-            lengths = encoder_out.lengths[i]
-            aligned.append(
-                masked_avg_pool1d(encoder_out.hidden_states[i], lengths, factor)
-            )
+            hidden, lengths = encoder_out.hidden_states[i], encoder_out.lengths[i]
+            if self.standardize is not None:
+                hidden = self.standardize[k](hidden, lengths)
+            aligned.append(masked_avg_pool1d(hidden, lengths, factor))
             lengths = ceil_div(lengths, factor)
             if target_lengths is None:
                 target_lengths = lengths
