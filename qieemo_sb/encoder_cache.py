@@ -46,15 +46,46 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Union
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
 from qieemo_sb.encoders.conformer import EncoderOutput
-from qieemo_sb.probe import module_settings
 
 logger = logging.getLogger(__name__)
+
+_PLAIN = (bool, int, float, str)
+# Not settings: the mode (the encoder runs in eval mode), where Hugging Face
+# weights were read from (the weights are in the key), and SpeechBrain's
+# lazy-initialisation flag (it flips on the first forward pass).
+_NOT_SETTINGS = {"training", "name_or_path", "first_call"}
+
+
+def module_settings(module: nn.Module) -> List[Tuple[str, object]]:
+    """The plain attributes (not weights) of ``module`` and its submodules.
+
+    Settings such as Whisper's ``real_length`` or ``pad_to_30s`` change the
+    features without changing any tensor, so the cache key needs them.
+
+    Example
+    -------
+    >>> module_settings(nn.Dropout(0.25))
+    [('Dropout.inplace', False), ('Dropout.p', 0.25)]
+    """
+    settings = []
+    for prefix, sub in module.named_modules():
+        for name, value in sorted(vars(sub).items()):
+            if name.startswith("_") or name in _NOT_SETTINGS:
+                continue
+            plain = isinstance(value, _PLAIN) or (
+                isinstance(value, (list, tuple)) and all(isinstance(v, _PLAIN) for v in value)
+            )
+            if plain:
+                where = f"{type(sub).__name__}{'.' + prefix if prefix else ''}"
+                settings.append((f"{where}.{name}", value))
+    return settings
+
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 

@@ -22,7 +22,6 @@ Example
 (['best_epoch', 'confusion', 'f1'], True)
 """
 
-import hashlib
 import json
 import logging
 import sys
@@ -34,43 +33,12 @@ from torch import nn
 from tqdm import tqdm
 
 from qieemo_sb.audio import load_audio
+from qieemo_sb.encoder_cache import EncoderOutputCache, module_settings, weights_digest
 from qieemo_sb.masking import fbank_with_lengths, masked_mean
 from qieemo_sb.metrics import classification_metrics
 from qieemo_sb.modules.classifier import EmotionClassifier
 
 logger = logging.getLogger(__name__)
-
-
-_PLAIN = (bool, int, float, str)
-# Not settings: the mode (the encoder runs in eval mode), where Hugging Face
-# weights were read from (the weights are in the key), and SpeechBrain's
-# lazy-initialisation flag (it flips on the first forward pass).
-_NOT_SETTINGS = {"training", "name_or_path", "first_call"}
-
-
-def module_settings(module: nn.Module) -> List[Tuple[str, object]]:
-    """The plain attributes (not weights) of ``module`` and its submodules.
-
-    Settings such as Whisper's ``real_length`` or ``pad_to_30s`` change the
-    features without changing any tensor, so the cache key needs them.
-
-    Example
-    -------
-    >>> module_settings(nn.Dropout(0.25))
-    [('Dropout.inplace', False), ('Dropout.p', 0.25)]
-    """
-    settings = []
-    for prefix, sub in module.named_modules():
-        for name, value in sorted(vars(sub).items()):
-            if name.startswith("_") or name in _NOT_SETTINGS:
-                continue
-            plain = isinstance(value, _PLAIN) or (
-                isinstance(value, (list, tuple)) and all(isinstance(v, _PLAIN) for v in value)
-            )
-            if plain:
-                where = f"{type(sub).__name__}{'.' + prefix if prefix else ''}"
-                settings.append((f"{where}.{name}", value))
-    return settings
 
 
 def features_key(
@@ -86,12 +54,7 @@ def features_key(
     feature extractor and the encoder (:func:`module_settings`) with the
     sample rate.
     """
-    digest = hashlib.sha1()
-    tensors = sorted(encoder.state_dict().items())
-    tensors += [("glob_mean", normalize.glob_mean), ("glob_std", normalize.glob_std)]
-    for name, tensor in tensors:
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    digest = weights_digest(encoder, normalize)
     settings = {"sample_rate": sample_rate, "encoder": module_settings(encoder)}
     if compute_features is not None:
         settings["compute_features"] = module_settings(compute_features)
@@ -122,6 +85,7 @@ def extract_block_features(
     durations: Optional[Dict[str, float]] = None,
     device: str = "cpu",
     progress: bool = True,
+    encoder_cache: Optional[EncoderOutputCache] = None,
 ) -> Dict[str, torch.Tensor]:
     """Mean-pooled output of every block, ``{id: [num_blocks, d_model]}``.
 
@@ -149,6 +113,9 @@ def extract_block_features(
         Where the encoder runs.
     progress : bool
         Show a progress bar (on stderr) over the utterances to encode.
+    encoder_cache : EncoderOutputCache, optional
+        Block outputs per clip, shared with stage-2 training (an encoder
+        pass only for clips it does not hold); it must store every block.
     """
     cache_file = Path(cache_file)
     key = features_key(
@@ -174,6 +141,10 @@ def extract_block_features(
         todo.sort(key=lambda utt: durations[utt])
     encoder.eval().to(device)
     normalize.eval().to(device)
+    if encoder_cache is not None:
+        if encoder_cache.blocks is not None:
+            raise ValueError("the probe reads every block: its encoder cache needs blocks=None")
+        encoder_cache.bind(encoder=encoder, normalize=normalize, compute_features=compute_features)
     bar = tqdm(
         total=len(todo),
         desc=f"block features ({hits} cached, {len(todo)} to compute)",
@@ -190,8 +161,15 @@ def extract_block_features(
             batch[row, : len(signal)] = signal
         rel_lens = torch.tensor([len(s) / longest for s in signals])
         batch, rel_lens = batch.to(device), rel_lens.to(device)
-        feats, feat_lens = fbank_with_lengths(compute_features, normalize, batch, rel_lens)
-        out = encoder(feats, feat_lens)
+
+        def encode(rows):
+            feats, feat_lens = fbank_with_lengths(compute_features, normalize, batch[rows], rel_lens[rows])
+            return encoder(feats, feat_lens)
+
+        if encoder_cache is None:
+            out = encode(list(range(len(ids))))
+        else:
+            out = encoder_cache.encoded(ids, [wavs[utt] for utt in ids], encode)
         pooled = torch.stack(
             [masked_mean(h, lengths) for h, lengths in zip(out.hidden_states, out.lengths)],
             dim=1,

@@ -186,7 +186,8 @@ def test_any_rate_channels_and_format_give_the_same_answer(classifier, trained_f
 
 
 def test_timeline_of_two_concatenated_clips_shows_both(learned_fold, tmp_path):
-    """A sad turn then an angry one, each labelled so alone, by a model that learned (fold 1, small corpus)."""
+    """Two turns of different emotions, each labelled so alone, by a model that learned (fold 1,
+    small corpus): the timeline's first window is the first turn's label, its last the second's."""
     classifier = QieemoClassifier.from_hparams(source=str(export_emotion_model(learned_fold, tmp_path / "model")),
                                                run_opts={"device": "cpu"})
     size = 32000  # 2 s of each turn
@@ -197,13 +198,14 @@ def test_timeline_of_two_concatenated_clips_shows_both(learned_fold, tmp_path):
             clip = torch.from_numpy(samples[:size])
             if classifier.classify_batch(clip)[3][0] == emotion:
                 clips[emotion] = clip
-    assert {"sad", "ang"} <= set(clips), f"recognised classes: {sorted(clips)}"
-    path = tmp_path / "sad_then_angry.wav"
-    sf.write(path, torch.cat([clips["sad"], clips["ang"]]).numpy(), 16000)
+    assert len(clips) >= 2, f"recognised classes: {sorted(clips)}"
+    first, second = sorted(clips)[:2]
+    path = tmp_path / "two_turns.wav"
+    sf.write(path, torch.cat([clips[first], clips[second]]).numpy(), 16000)
     timeline = classifier.classify_timeline(path, window=2.0, hop=1.0)
     assert [(s.start, s.end) for s in timeline] == [(0.0, 2.0), (1.0, 3.0), (2.0, 4.0)]
-    assert timeline[0].label == "sad" and timeline[-1].label == "ang"
-    alone = classifier.classify_batch(clips["ang"])[0].exp()[0]
+    assert timeline[0].label == first and timeline[-1].label == second
+    alone = classifier.classify_batch(clips[second])[0].exp()[0]
     np.testing.assert_allclose(list(timeline[-1].probabilities.values()), alone.tolist(), atol=1e-5)
 
 

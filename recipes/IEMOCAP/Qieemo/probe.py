@@ -7,7 +7,11 @@
         --backbone "{whisper_source: openai/whisper-base}"   # no stage-1 folder
 
 The frozen encoder runs once per utterance; every block's output is
-mean-pooled and cached (``<probe_folder>/block_features.pt``). Then, for each
+mean-pooled and cached (``<probe_folder>/block_features.pt``). The block
+outputs themselves go through the stage-2 encoder cache
+(``--encoder_cache_folder``, every block): a training run with
+``--encoder_cache_blocks null`` on the same folder then reads them back
+(qieemo_whisper.yaml stores every block by default). Then, for each
 block and fold, a probe Linear(probe_hidden) -> ReLU -> Linear(n_classes) is
 trained on the fold's training utterances, kept at its best validation WA and
 tested. ``<probe_folder>`` (default ``<experiment_folder>/probe``) gets
@@ -23,6 +27,7 @@ import speechbrain as sb
 import torch
 from tqdm import tqdm
 
+from qieemo_sb.encoder_cache import EncoderOutputCache
 from qieemo_sb.metrics import aggregate_folds
 from qieemo_sb.plots import plot_block_scores
 from qieemo_sb.pretrained import check_exported_folder
@@ -67,6 +72,8 @@ def main(argv):
         cache_file=folder / "block_features.pt",
         durations={utt: duration for utt, (_, duration) in audio.items()},
         device=run_opts.get("device", "cpu"),
+        encoder_cache=None if hparams["encoder_cache"] is None else EncoderOutputCache(
+            hparams["encoder_cache_folder"], blocks=None, dtype=hparams["encoder_cache_dtype"]),
     )
     num_blocks = next(iter(features.values())).shape[0]
     blocks = list(range(1, num_blocks + 1))
