@@ -153,6 +153,14 @@ def _kept_checkpoint(run_dir: Path, keep_best_by: str):
     return checkpoint
 
 
+def _checkpoint_source(checkpoint_dir: Path, name: str) -> str:
+    """The file exported as ``name``: a run that averages the head's weights was
+    validated and tested with the average (``head_average.ckpt``), so that is the model."""
+    if name == "head.ckpt" and (checkpoint_dir / "head_average.ckpt").is_file():
+        return "head_average.ckpt"
+    return name
+
+
 def _test_scores(test_metrics: Path):
     """The fold's test scores (None before the run has tested)."""
     if not test_metrics.is_file():
@@ -258,7 +266,7 @@ def export_emotion_model(
             encoding="utf-8",
         )
         for name in CHECKPOINT_FILES:
-            shutil.copyfile(checkpoint.path / name, staging / name)
+            shutil.copyfile(checkpoint.path / _checkpoint_source(checkpoint.path, name), staging / name)
         shutil.copyfile(label_file, staging / LABEL_FILE)
         (staging / INTERFACE_FILE).write_text(INTERFACE_PY, encoding="utf-8")
 

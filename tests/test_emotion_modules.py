@@ -9,12 +9,14 @@ import torch
 
 from qieemo_sb.audio import AudioError, load_audio
 from qieemo_sb.backbones import load_backbone
+from qieemo_sb.encoders.conformer import EncoderOutput
 from qieemo_sb.data.manifest import ManifestError, prepare_manifest_folds
 from qieemo_sb.folds import summarize_folds, write_fold_results
 from qieemo_sb.modules.classifier import EmotionClassifier
 from qieemo_sb.modules.cma import CrossModalAttention
 from qieemo_sb.modules.emotion_head import EmotionHead
 from qieemo_sb.modules.mmf import MultiBlockFusion
+from qieemo_sb.modules.regularization import RandomTimeCrop, WeightAverage
 from qieemo_sb.modules.standardization import FrameStandardization
 from qieemo_sb.pretrained import check_exported_folder, load_normalizer_strict
 from qieemo_sb.probe import train_probe
@@ -93,6 +95,60 @@ def test_cma_changes_the_prediction_and_gets_gradients():
     for name in ("query", "key", "value"):
         assert getattr(head.cma, name).weight.grad.abs().sum() > 0
     assert head.mmf.block_logits.grad.abs().sum() > 0
+
+
+def test_residual_cma_adds_the_emotion_features_to_the_attention_output():
+    torch.manual_seed(0)
+    plain = CrossModalAttention(query_size=8, key_size=16, d_att=8)
+    residual = CrossModalAttention(query_size=8, key_size=16, d_att=8, residual=True)
+    residual.load_state_dict(plain.state_dict())
+    emotion, ppg = torch.randn(2, 5, 8), torch.randn(2, 7, 16)
+    lengths, ppg_lengths = torch.tensor([5, 3]), torch.tensor([7, 4])
+    expected = plain(emotion, lengths, ppg, ppg_lengths)[0] + emotion
+    expected[1, 3:] = 0
+    assert torch.allclose(residual(emotion, lengths, ppg, ppg_lengths)[0], expected)
+    with pytest.raises(ValueError, match="query_size must equal d_att"):
+        CrossModalAttention(query_size=8, key_size=16, d_att=4, residual=True)
+
+
+def test_random_crop_cuts_the_same_time_span_in_blocks_of_every_rate():
+    torch.manual_seed(0)
+    # Block 2 has half the frame rate of block 1; frame values are their times.
+    times = torch.arange(40.0)
+    hidden = [times[None, :, None].repeat(3, 1, 2), times[None, ::2, None].repeat(3, 1, 2), None]
+    lengths = [torch.tensor([40, 30, 10]), torch.tensor([20, 15, 5]), torch.tensor([20, 15, 5])]
+    for _ in range(20):
+        out = RandomTimeCrop(share=0.5)(EncoderOutput(hidden, lengths, [1, 2, 2]))
+        assert out.hidden_states[2] is None and out.lengths[2].tolist() == [20, 15, 5]
+        assert out.lengths[1].tolist() == [10, 8, 2]  # round(0.5 * length) of the slowest block
+        assert out.lengths[0].tolist() == [20, 16, 4]
+        for row in range(3):
+            fine = out.hidden_states[0][row, : out.lengths[0][row], 0]
+            coarse = out.hidden_states[1][row, : out.lengths[1][row], 0]
+            assert torch.equal(fine, fine[0] + torch.arange(len(fine)))  # one contiguous stretch
+            assert fine[-1] < lengths[0][row] and coarse[-1] < lengths[0][row]
+            assert coarse[0] == fine[0] and torch.equal(coarse, fine[::2])  # the same span of time
+            assert out.hidden_states[0][row, out.lengths[0][row]:].abs().sum() == 0  # padding zero
+    with pytest.raises(ValueError, match="share must be in"):
+        RandomTimeCrop(share=0.0)
+
+
+def test_weight_average_follows_the_exponential_average_and_keeps_the_keys():
+    model = make_head(cma=True)
+    average = WeightAverage(model, decay=0.9)
+    expected = {name: p.detach().clone() for name, p in model.named_parameters()}
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(3):
+        optimizer.zero_grad()
+        model(EncoderOutput([torch.randn(2, 6, 64)] * 12, [torch.tensor([6, 4])] * 12, [4] * 12)).logits.sum().backward()
+        optimizer.step()
+        average.update(model)
+        for name, p in model.named_parameters():
+            expected[name] = 0.9 * expected[name] + 0.1 * p.detach()
+    for name, p in average.averaged.named_parameters():
+        assert torch.allclose(p, expected[name], atol=1e-6), name
+        assert not p.requires_grad
+    assert list(average.averaged.state_dict()) == list(model.state_dict())
 
 
 def test_load_audio_downmixes_resamples_and_names_bad_files(tmp_path):

@@ -126,7 +126,7 @@ def test_a_fold_trains_and_exports_with_whisper(whisper_dir, corpus_tiny, tmp_pa
     assert str(whisper_dir) not in exported and "config:" in exported
     classifier = QieemoClassifier.from_hparams(source=str(model), run_opts={"device": "cpu"})
     assert isinstance(classifier.mods.encoder, WhisperEncoder) and classifier.mods.encoder.real_length
-    assert json.loads((model / "export.json").read_text())["mmf_blocks"] == [3, 4]  # last half of 4 blocks
+    assert json.loads((model / "export.json").read_text())["mmf_blocks"] == [1, 2, 3, 4]  # every block of 4
     weights = torch.load(model / "encoder.ckpt", map_location="cpu")
     loaded = classifier.mods.encoder.state_dict()
     assert weights.keys() == loaded.keys() and all(torch.equal(weights[k], loaded[k]) for k in weights)

@@ -144,8 +144,19 @@ def identity_normalizer(n_mels: int) -> InputNormalization:
     return normalizer
 
 
+def all_blocks(num_blocks: int) -> List[int]:
+    """1-based indices of every block (the MMF default for Whisper).
+
+    Example
+    -------
+    >>> all_blocks(6)
+    [1, 2, 3, 4, 5, 6]
+    """
+    return list(range(1, num_blocks + 1))
+
+
 def last_half(num_blocks: int) -> List[int]:
-    """1-based indices of the last half of the blocks (the MMF default for Whisper).
+    """1-based indices of the last half of the blocks (the paper's choice for 12 blocks).
 
     Example
     -------

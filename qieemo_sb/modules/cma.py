@@ -31,6 +31,10 @@ class CrossModalAttention(nn.Module):
         Attention dimension (of Q, K, V and the output).
     standardize_ppg : bool
         Standardise h^l's features first (:class:`FrameStandardization`).
+    residual : bool
+        Return ``E + O_att`` instead of ``O_att``, so the pooled embedding
+        keeps the MMF features when the attention adds little (needs
+        ``query_size == d_att``). Off in the paper.
 
     Example
     -------
@@ -41,10 +45,26 @@ class CrossModalAttention(nn.Module):
     (torch.Size([2, 5, 4]), torch.Size([2, 5, 7]))
     >>> torch.count_nonzero(att1[1, :, 2:]).item()  # padded keys: no weight
     0
+    >>> residual = CrossModalAttention(query_size=8, key_size=16, d_att=8, residual=True)
+    >>> residual(emotion, torch.tensor([5, 3]), ppg, torch.tensor([7, 2]))[0].shape
+    torch.Size([2, 5, 8])
     """
 
-    def __init__(self, query_size: int, key_size: int, d_att: int = 256, standardize_ppg: bool = False):
+    def __init__(
+        self,
+        query_size: int,
+        key_size: int,
+        d_att: int = 256,
+        standardize_ppg: bool = False,
+        residual: bool = False,
+    ):
         super().__init__()
+        if residual and query_size != d_att:
+            raise ValueError(
+                f"a residual CMA adds E ({query_size} features) to O_att ({d_att}): "
+                "query_size must equal d_att"
+            )
+        self.residual = residual
         self.ppg_norm = FrameStandardization(key_size) if standardize_ppg else None
         self.query = nn.Linear(query_size, d_att)
         self.key = nn.Linear(key_size, d_att)
@@ -74,7 +94,8 @@ class CrossModalAttention(nn.Module):
         Returns
         -------
         output : torch.Tensor
-            ``[batch, n, d_att]`` O_att, zero on padded query frames.
+            ``[batch, n, d_att]`` O_att (``E + O_att`` if residual), zero on
+            padded query frames.
         attention : tuple of torch.Tensor
             The ``[batch, n, time]`` weights of eq 7 and of eq 8.
         """
@@ -90,4 +111,6 @@ class CrossModalAttention(nn.Module):
 
         first, first_weights = attend(self.query(emotion))
         output, second_weights = attend(first)
+        if self.residual:
+            output = output + emotion
         return zero_padding(output, emotion_lengths), (first_weights, second_weights)

@@ -40,6 +40,7 @@ from qieemo_sb.hparams_files import create_experiment_folder, load_hparams
 from qieemo_sb.inference import label_encoder_for
 from qieemo_sb.masking import fbank_with_lengths
 from qieemo_sb.metrics import EmotionMetricStats, embedding_collapse
+from qieemo_sb.modules.regularization import WeightAverage
 from qieemo_sb.pretrained import check_exported_folder
 
 logger = logging.getLogger(__name__)
@@ -48,6 +49,8 @@ SELECTION_SCORES = {"WA": "wa", "UA": "ua", "WF1": "wf1"}
 
 class EmotionBrain(sb.core.Brain):
     """Fine-tunes the encoder and trains the MMF/CMA head on emotion labels."""
+
+    head_average = None  # a WeightAverage of the head when head_average_decay is set
 
     @property
     def encoder_frozen(self):
@@ -82,7 +85,21 @@ class EmotionBrain(sb.core.Brain):
                 encoded = self.encode(wavs, wav_lens)
         else:
             encoded = self.encode(wavs, wav_lens)
-        return self.modules.head(encoded)
+        if stage == sb.Stage.TRAIN:
+            if self.hparams.train_crop is not None:
+                encoded = self.hparams.train_crop(encoded)
+            return self.modules.head(encoded)
+        return self.evaluation_head(encoded)
+
+    @property
+    def evaluation_head(self):
+        """The head that is validated, tested and exported: the weight average if any."""
+        return self.modules.head if self.head_average is None else self.head_average.averaged
+
+    def on_fit_batch_end(self, batch, outputs, loss, should_step):
+        """Moves the weight average after each optimiser step."""
+        if should_step and self.head_average is not None:
+            self.head_average.update(self.modules.head)
 
     def compute_objectives(self, predictions, batch, stage):
         """NLL of the target class; evaluation stages also collect the scores."""
@@ -117,8 +134,11 @@ class EmotionBrain(sb.core.Brain):
         self.hparams.normalize.to(self.device).eval()
 
     def on_fit_start(self):
-        """Places the frozen normalizer before the checkpoint is recovered."""
+        """Places the frozen normalizer and sets up the weight average, then recovers."""
         self._normalizer_to_device()
+        if self.hparams.head_average_decay is not None:
+            self.head_average = WeightAverage(self.modules.head, decay=self.hparams.head_average_decay)
+            self.checkpointer.add_recoverable("head_average", self.head_average.averaged)
         super().on_fit_start()
 
     def on_evaluate_start(self, max_key=None, min_key=None):
