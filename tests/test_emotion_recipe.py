@@ -246,16 +246,19 @@ def test_cached_frozen_encoder_gives_the_uncached_results(stage1, iemocap_tiny, 
 
 def test_small_data_regularisers_validate_test_and_export_the_weight_average(stage1, iemocap_tiny, tmp_path):
     """Label smoothing, random crops, residual CMA and the head's weight average train a fold;
-    the kept checkpoint holds the average beside the trained head, and the export is the average."""
+    the kept checkpoint (the last epoch) holds the average beside the trained head, and the
+    export is the average."""
     from qieemo_sb.export import export_emotion_model
 
     run("train.py", "hparams/qieemo_tiny.yaml",
         *emotion_args(iemocap_tiny, stage1["efficient_conformer_tiny"], tmp_path, "--fold", 2, "--number_of_epochs", 2,
                       "--label_smoothing", 0.1, "--cma_residual", "True", "--head_average_decay", 0.9,
+                      "--keep_best_by", "epoch",
                       "--train_crop", "!new:qieemo_sb.modules.regularization.RandomTimeCrop {share: 0.6}"))
     fold = tmp_path / "fold_2"
     resolved = ruamel.yaml.YAML(typ="rt").load(fold / "hyperparams.yaml")
     assert resolved["head"]["cma"]["residual"] is True and resolved["compute_cost"]["label_smoothing"] == 0.1
+    assert json.loads((fold / "test_metrics.json").read_text())["epoch"] == 2  # the last is kept
     (checkpoint,) = (fold / "save").glob("CKPT*")
     average = torch.load(checkpoint / "head_average.ckpt", weights_only=True)
     trained = torch.load(checkpoint / "head.ckpt", weights_only=True)

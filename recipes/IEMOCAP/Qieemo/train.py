@@ -45,6 +45,7 @@ from qieemo_sb.pretrained import check_exported_folder
 
 logger = logging.getLogger(__name__)
 SELECTION_SCORES = {"WA": "wa", "UA": "ua", "WF1": "wf1"}
+KEEP_CHOICES = [*SELECTION_SCORES, "epoch"]  # epoch: the last one
 
 
 class EmotionBrain(sb.core.Brain):
@@ -289,8 +290,8 @@ def main(argv):
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     hparams = load_hparams(hparams_file, overrides)
     hparams["start_time"] = time.time()
-    if hparams["keep_best_by"] not in SELECTION_SCORES:
-        raise ValueError(f"keep_best_by must be one of {list(SELECTION_SCORES)}, got {hparams['keep_best_by']!r}")
+    if hparams["keep_best_by"] not in KEEP_CHOICES:
+        raise ValueError(f"keep_best_by must be one of {KEEP_CHOICES}, got {hparams['keep_best_by']!r}")
     if hparams["pretrained_asr"] is not None:  # null: a backbone that comes pretrained (Whisper)
         check_exported_folder(hparams["pretrained_asr"], need_encoder=hparams["load_pretrained_encoder"])
     create_experiment_folder(hparams["output_folder"], hparams_file, overrides)
