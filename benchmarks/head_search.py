@@ -32,8 +32,8 @@ p = argparse.ArgumentParser()
 p.add_argument("--folds", default="1,2,3,4,5")
 p.add_argument("--blocks", default="4,5,6")
 p.add_argument("--d_emo", type=int, default=256)
-p.add_argument("--ch", default="32,32")
-p.add_argument("--fstride", default="2,2")
+p.add_argument("--ch", default="32,32", help="MMF conv channels")
+p.add_argument("--fstride", default="2,2", help="MMF feature strides")
 p.add_argument("--dropout", type=float, default=0.1)
 p.add_argument("--hidden", type=int, default=256)
 p.add_argument("--wd", type=float, default=0.01)
@@ -41,12 +41,12 @@ p.add_argument("--lr", type=float, default=5e-4)
 p.add_argument("--epochs", type=int, default=12)
 p.add_argument("--bs", type=int, default=8)
 p.add_argument("--no_cma", action="store_true")
-p.add_argument("--residual", action="store_true")
+p.add_argument("--residual", action="store_true", help="residual CMA (E + O_att)")
 p.add_argument("--no_std", action="store_true")
 p.add_argument("--crop", type=float, default=0.0, help="train on random crops of this share of frames (0: off)")
 p.add_argument("--tmask", type=float, default=0.0, help="share of frames zeroed in spans")
-p.add_argument("--ls", type=float, default=0.0)
-p.add_argument("--select", default="ua")
+p.add_argument("--ls", type=float, default=0.0, help="label smoothing")
+p.add_argument("--select", default="ua", help="kept epoch: last, or the best validation ua/wa")
 p.add_argument("--valid", default="random", help="random|speaker")
 p.add_argument("--seed", type=int, default=1986)
 p.add_argument("--tag", default="")
@@ -96,12 +96,7 @@ def batch(items, train):
                 s = int(torch.randint(0, max(1, t - width), (1,)))
                 for b in need:
                     hidden[b - 1][r, s:s + width] = 0
-    return EncoderOutput(hidden, lengths, [2] * a.num_blocks)
-
-class ResidualCMA(CrossModalAttention):
-    def forward(self, emotion, el, ppg, pl):
-        out, w = super().forward(emotion, el, ppg, pl)
-        return out + emotion, w
+    return EncoderOutput(hidden, lengths, [2] * a.num_blocks)  # Whisper: one frame rate for all blocks
 
 def build():
     torch.manual_seed(a.seed)
@@ -112,8 +107,8 @@ def build():
                            standardize=not a.no_std)
     cma = None
     if not a.no_cma:
-        cls = ResidualCMA if a.residual else CrossModalAttention
-        cma = cls(query_size=a.d_emo, key_size=a.d_model, d_att=a.d_emo, standardize_ppg=not a.no_std)
+        cma = CrossModalAttention(query_size=a.d_emo, key_size=a.d_model, d_att=a.d_emo,
+                                  standardize_ppg=not a.no_std, residual=a.residual)
     return EmotionHead(mmf=mmf, cma=cma, classifier=EmotionClassifier(input_size=a.d_emo, n_classes=len(labels), hidden_size=a.hidden, dropout=a.dropout))
 
 def split(fold):
