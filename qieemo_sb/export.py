@@ -281,7 +281,8 @@ def export_emotion_model(
         facts = {
             "qieemo_sb_version": __version__,
             "source_run": run_dir.resolve().name,
-            "checkpoint": {"name": checkpoint.path.name, "kept_by": "last epoch" if keep_best_by == "epoch" else f"best validation {keep_best_by}",
+            "checkpoint": {"name": checkpoint.path.name,
+                           "kept_by": "last epoch" if keep_best_by == "epoch" else f"best validation {keep_best_by}",
                            "validation": dict(checkpoint.meta)},
             "test": _test_scores(test_metrics),
             "labels": labels,
