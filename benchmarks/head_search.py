@@ -3,8 +3,10 @@
 Trains Qieemo heads (the library's MMF, CMA and classifier) on the block outputs a stage-2
 run or probe.py stored in its encoder cache, held in memory, for the folds that run wrote
 (``<experiment_folder>/fold_k/manifests/fold_k`` or ``<experiment_folder>/probe/manifests``).
-Minutes per fold on one CPU thread instead of a recipe run per setting; no learning-rate
-annealing, and the kept epoch is the last (``--select last``) or the best validation UA.
+Minutes per fold on one CPU thread instead of a recipe run per setting. It differs from
+``train.py`` in: no learning-rate annealing; the kept epoch is the last (``--select last``) or
+the best validation UA; ``--ema`` is torch's AveragedModel (running statistics averaged too,
+where the recipe's WeightAverage copies them); ``--crop`` draws its own random stretch.
 Prints one JSON line per fold (with the per-epoch trace) and a RESULT line.
 
     python benchmarks/head_search.py --cache CACHE_FOLDER/<key> --manifests EXP/probe/manifests \
@@ -44,7 +46,6 @@ p.add_argument("--no_cma", action="store_true")
 p.add_argument("--residual", action="store_true", help="residual CMA (E + O_att)")
 p.add_argument("--no_std", action="store_true")
 p.add_argument("--crop", type=float, default=0.0, help="train on random crops of this share of frames (0: off)")
-p.add_argument("--tmask", type=float, default=0.0, help="share of frames zeroed in spans")
 p.add_argument("--ls", type=float, default=0.0, help="label smoothing")
 p.add_argument("--select", default="ua", help="kept epoch: last, or the best validation ua/wa")
 p.add_argument("--valid", default="random", help="random|speaker")
@@ -89,13 +90,6 @@ def batch(items, train):
         for r, f in enumerate(frames):
             x[r, : L[r]] = f[b][starts[r]:ends[r]].float()
         hidden[b - 1], lengths[b - 1] = x, L
-    if train and a.tmask:
-        for r in range(len(frames)):
-            t = int(L[r]); width = max(1, int(t * a.tmask / 2))
-            for _ in range(2):
-                s = int(torch.randint(0, max(1, t - width), (1,)))
-                for b in need:
-                    hidden[b - 1][r, s:s + width] = 0
     return EncoderOutput(hidden, lengths, [2] * a.num_blocks)  # Whisper: one frame rate for all blocks
 
 def build():
@@ -109,7 +103,9 @@ def build():
     if not a.no_cma:
         cma = CrossModalAttention(query_size=a.d_emo, key_size=a.d_model, d_att=a.d_emo,
                                   standardize_ppg=not a.no_std, residual=a.residual)
-    return EmotionHead(mmf=mmf, cma=cma, classifier=EmotionClassifier(input_size=a.d_emo, n_classes=len(labels), hidden_size=a.hidden, dropout=a.dropout))
+    classifier = EmotionClassifier(input_size=a.d_emo, n_classes=len(labels), hidden_size=a.hidden,
+                                   dropout=a.dropout)
+    return EmotionHead(mmf=mmf, cma=cma, classifier=classifier)
 
 def split(fold):
     out = {}
@@ -153,15 +149,22 @@ for fold in [int(f) for f in a.folds.split(",")]:
             chunk = [d["train"][j] for j in order[i:i + a.bs]]
             out = head(batch([x[0] for x in chunk], True))
             loss = nn.functional.cross_entropy(out.logits, torch.tensor([x[1] for x in chunk]), label_smoothing=a.ls)
-            opt.zero_grad(); loss.backward(); nn.utils.clip_grad_norm_(head.parameters(), 5.0); opt.step(); tl += loss.item() * len(chunk)
+            opt.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(head.parameters(), 5.0)
+            opt.step()
+            tl += loss.item() * len(chunk)
             if avg is not None: avg.update_parameters(head)
         ev = avg.module if avg is not None else head
         v = evaluate(ev, d["valid"]); te = evaluate(ev, d["test"])
         trace.append((ep, round(tl / len(order), 3), round(100 * v["ua"], 1), round(100 * te["ua"], 1)))
         if a.select == "last" or v[a.select] > best[0]:
             best = (v.get(a.select, 0), ep, te, v)
-    r = {"fold": fold, "epoch": best[1], "valid_ua": best[3]["ua"], "wa": best[2]["wa"], "ua": best[2]["ua"], "sec": round(time.time() - t0)}
+    r = {"fold": fold, "epoch": best[1], "valid_ua": best[3]["ua"], "wa": best[2]["wa"], "ua": best[2]["ua"],
+         "sec": round(time.time() - t0)}
     res.append(r)
     print(json.dumps(r), "trace(ep,loss,vUA,tUA):", trace, flush=True)
 ua = [100 * r["ua"] for r in res]; wa = [100 * r["wa"] for r in res]
-print(f"RESULT {a.tag} {vars(a)} UA {st.mean(ua):.2f} +- {st.stdev(ua) if len(ua) > 1 else 0.0:.2f} WA {st.mean(wa):.2f} per-fold UA {[round(u,1) for u in ua]}", flush=True)
+ua_std = st.stdev(ua) if len(ua) > 1 else 0.0
+print(f"RESULT {a.tag} {vars(a)} UA {st.mean(ua):.2f} +- {ua_std:.2f} WA {st.mean(wa):.2f} "
+      f"per-fold UA {[round(u, 1) for u in ua]}", flush=True)

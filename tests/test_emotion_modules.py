@@ -140,7 +140,8 @@ def test_weight_average_follows_the_exponential_average_and_keeps_the_keys():
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     for _ in range(3):
         optimizer.zero_grad()
-        model(EncoderOutput([torch.randn(2, 6, 64)] * 12, [torch.tensor([6, 4])] * 12, [4] * 12)).logits.sum().backward()
+        encoded = EncoderOutput([torch.randn(2, 6, 64)] * 12, [torch.tensor([6, 4])] * 12, [4] * 12)
+        model(encoded).logits.sum().backward()
         optimizer.step()
         average.update(model)
         for name, p in model.named_parameters():

@@ -14,8 +14,9 @@ class RandomTimeCrop(nn.Module):
 
     Each utterance keeps ``share`` of its valid frames, starting at a random
     point; blocks with other frame rates (progressive downsampling) cut the
-    same span of time (whole frames of the slowest block). Acts like a new clip per epoch for a head trained on
-    cached (fixed) encoder outputs. Identity in eval mode.
+    same span of time, in whole frames of the slowest block. Acts like a new
+    clip per epoch for a head trained on cached (fixed) encoder outputs.
+    Identity in eval mode.
 
     Arguments
     ---------
