@@ -19,7 +19,10 @@ command-line overrides):
   goes unnoticed.
 
 ``!include:`` paths are relative to the root base file (all recipe files of
-a recipe sit in its ``hparams/`` folder).
+a recipe sit in its ``hparams/`` folder), or name a file inside an installed
+package as ``!include:<package>:<path>``: the recipes include the backbones as
+``!include:qieemo_sb:hparams/backbones/conformer.yaml``, so a recipe folder
+copied anywhere still finds them.
 
 Example
 -------
@@ -32,6 +35,7 @@ Example
 (0.5, 5)
 """
 
+import importlib.util
 import io
 from collections.abc import Mapping
 from pathlib import Path
@@ -55,12 +59,42 @@ def yaml_tag(node) -> Optional[str]:
     return tag if tag and tag.startswith("!") else None
 
 
+def include_path(spec: str, root_dir: Path) -> Path:
+    """The file of ``!include:<spec>``: ``<package>:<path>`` inside an installed package, else ``root_dir/spec``.
+
+    >>> include_path("qieemo_sb:hparams/backbones/conformer.yaml", Path(".")).is_file()
+    True
+    >>> include_path("variant.yaml", Path("/recipe/hparams")).as_posix()
+    '/recipe/hparams/variant.yaml'
+    """
+    package, separator, inner = spec.partition(":")
+    if not separator or not all(part.isidentifier() for part in package.split(".")):
+        return root_dir / spec
+    found = importlib.util.find_spec(package)
+    if found is None or not found.submodule_search_locations:
+        raise FileNotFoundError(f"!include:{spec}: '{package}' is not an installed package")
+    return Path(next(iter(found.submodule_search_locations))) / inner
+
+
 def _include_target(node, root_dir: Path) -> Optional[Path]:
     """The file an ``!include:`` node loads, or None for any other node."""
     tag = yaml_tag(node)
     if tag is None or not tag.startswith("!include:"):
         return None
-    return root_dir / tag[len("!include:"):]
+    return include_path(tag[len("!include:"):], root_dir)
+
+
+def _locate_package_includes(node, root_dir: Path) -> None:
+    """Rewrites every ``!include:<package>:<path>`` in the tree as the file's absolute path.
+
+    HyperPyYAML itself only knows paths relative to the file it reads.
+    """
+    target = _include_target(node, root_dir)
+    if target is not None and target != root_dir / yaml_tag(node)[len("!include:"):]:
+        node.yaml_set_ctag(Tag(suffix=f"!include:{target}"))
+    children = node.values() if isinstance(node, Mapping) else node if isinstance(node, list) else ()
+    for child in children:
+        _locate_package_includes(child, root_dir)
 
 
 def _merge(base, override, source: str, root_dir: Path, path: str = ""):
@@ -131,6 +165,7 @@ def compose_hparams(hparams_file: Union[str, Path], overrides: Overrides = None)
         if isinstance(overrides, str):
             overrides = _yaml().load(overrides)
         _merge(merged, overrides or {}, "command-line overrides", root.parent)
+    _locate_package_includes(merged, root.parent)
     text = io.StringIO()
     _yaml().dump(merged, text)
     return text.getvalue(), root

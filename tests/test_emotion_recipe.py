@@ -15,7 +15,7 @@ from recipe_runs import RECIPE, emotion_args, run
 # test_one_fold_learns_above_chance measured validation WA 0.520 and 0.592
 # (majority class 0.328), UA 0.555 and 0.607 (chance 0.25) on 2 CPU cores.
 WA_MARGIN, UA_MARGIN = 0.12, 0.15
-TINY_BACKBONE_2 = "!include:../../../../qieemo_sb/hparams/backbones/conformer_tiny.yaml"
+TINY_BACKBONE_2 = "!include:qieemo_sb:hparams/backbones/conformer_tiny.yaml"
 
 
 @pytest.fixture(scope="module")
