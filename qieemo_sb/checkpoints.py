@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Dict, Optional
 
 from speechbrain.utils.checkpoints import Checkpoint, Checkpointer
+from speechbrain.utils.distributed import if_main_process
 
 PARTIAL_PREFIX = ".partial-"
 
@@ -61,8 +62,9 @@ class AtomicCheckpointer(Checkpointer):
     ) -> Optional[Checkpoint]:
         """Saves a checkpoint (see ``Checkpointer.save_checkpoint``); it is
         listed only once all of its files are written."""
-        for stale in Path(self.checkpoints_dir).glob(PARTIAL_PREFIX + "*"):
-            shutil.rmtree(stale, ignore_errors=True)
+        if if_main_process():  # under torchrun the main process alone writes (and cleans up)
+            for stale in Path(self.checkpoints_dir).glob(PARTIAL_PREFIX + "*"):
+                shutil.rmtree(stale, ignore_errors=True)
         partial = super().save_checkpoint(
             meta={} if meta is None else meta, end_of_epoch=end_of_epoch, name=name, verbosity=verbosity
         )

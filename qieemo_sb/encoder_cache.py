@@ -51,6 +51,7 @@ from typing import Callable, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
+from qieemo_sb.distributed import unwrap
 from qieemo_sb.encoders.conformer import EncoderOutput
 
 logger = logging.getLogger(__name__)
@@ -145,6 +146,7 @@ class EncoderOutputCache:
 
         Call it whenever the weights may have changed (each stage start).
         """
+        encoder = unwrap(encoder)  # the same key under torchrun's DDP wrapper
         digest = weights_digest(encoder, normalize)
         # Settings that change the outputs without changing a tensor (Whisper's
         # 30 s padding, real_length) are part of the key, as for the probe.

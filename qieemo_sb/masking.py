@@ -76,7 +76,9 @@ def fbank_with_lengths(
     relative length to the padded frame count can be one frame off that, and
     the extra (or missing) frame changes the utterance's result with the
     batch it is in. Counting each utterance's frames from its samples makes
-    a padded batch give what each utterance gives alone.
+    a padded batch give what each utterance gives alone. Features are made in
+    float32 even under mixed-precision autocast (log-mel and normalizer
+    statistics lose too much in 16 bits).
 
     Arguments
     ---------
@@ -107,7 +109,8 @@ def fbank_with_lengths(
     """
     from qieemo_sb.encoders.whisper import WhisperFeatures  # here: whisper imports this module
 
-    feats = normalize(compute_features(wavs), wav_lens)
+    with torch.autocast(device_type=wavs.device.type, enabled=False):
+        feats = normalize(compute_features(wavs.float()), wav_lens)
     samples = torch.round(wav_lens.float() * wavs.shape[1])
     if isinstance(compute_features, WhisperFeatures):
         frames = compute_features.num_frames(samples)

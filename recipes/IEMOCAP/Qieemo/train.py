@@ -34,6 +34,7 @@ from speechbrain.utils.distributed import if_main_process, run_on_main
 from qieemo_sb.audio import load_audio
 from qieemo_sb.data.iemocap import prepare_iemocap
 from qieemo_sb.data.manifest import prepare_manifest_folds
+from qieemo_sb.distributed import ShardedEvaluation, gather_lists, mean_over_processes
 from qieemo_sb.encoders.conformer import EncoderOutput
 from qieemo_sb.folds import write_fold_results
 from qieemo_sb.hparams_files import create_experiment_folder, load_hparams
@@ -48,7 +49,7 @@ SELECTION_SCORES = {"WA": "wa", "UA": "ua", "WF1": "wf1"}
 KEEP_CHOICES = [*SELECTION_SCORES, "epoch"]  # epoch: the last one
 
 
-class EmotionBrain(sb.core.Brain):
+class EmotionBrain(ShardedEvaluation, sb.core.Brain):
     """Fine-tunes the encoder and trains the MMF/CMA head on emotion labels."""
 
     head_average = None  # a WeightAverage of the head when head_average_decay is set
@@ -160,6 +161,15 @@ class EmotionBrain(sb.core.Brain):
             self.embeddings = []
             self.test_probabilities = []
 
+    def _gather_evaluation(self, stage_loss):
+        """Under torchrun: every process's scores, and the loss averaged over every clip."""
+        stage_loss = mean_over_processes(stage_loss, count=self.evaluation_items)
+        for name in ("ids", "targets", "predictions"):
+            setattr(self.metrics, name, gather_lists(getattr(self.metrics, name)))
+        self.test_probabilities = gather_lists(self.test_probabilities)
+        self.embeddings = gather_lists(self.embeddings)
+        return stage_loss
+
     def _run_facts(self):
         """Encoder cache counts (and resets them) and embedding collapse, for the log."""
         facts = {}
@@ -185,6 +195,7 @@ class EmotionBrain(sb.core.Brain):
         if stage == sb.Stage.TRAIN:
             self.train_stats = stats
             return
+        stats["loss"] = stage_loss = self._gather_evaluation(stage_loss)
         scores = self.metrics.summarize()
         stats.update({name: round(100 * scores[key], 2) for name, key in SELECTION_SCORES.items()})
         if stage == sb.Stage.VALID:
@@ -258,7 +269,8 @@ def prepare_manifests(hparams, folds, save_folder):
 def dataio_prepare(hparams, manifests):
     """Train/valid/test datasets: audio at the backbone's rate, encoded labels."""
     label_encoder = label_encoder_for(hparams["labels"])  # output order = labels
-    label_encoder.save(Path(hparams["save_folder"], "label_encoder.txt"))
+    if if_main_process():
+        label_encoder.save(Path(hparams["save_folder"], "label_encoder.txt"))
 
     @sb.utils.data_pipeline.takes("wav")
     @sb.utils.data_pipeline.provides("sig")
@@ -288,6 +300,7 @@ def dataio_prepare(hparams, manifests):
 
 def main(argv):
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    sb.utils.distributed.ddp_init_group(run_opts)  # under torchrun; nothing otherwise
     hparams = load_hparams(hparams_file, overrides)
     hparams["start_time"] = time.time()
     if hparams["keep_best_by"] not in KEEP_CHOICES:

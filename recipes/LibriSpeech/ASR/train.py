@@ -31,13 +31,14 @@ from speechbrain.tokenizers.SentencePiece import SentencePiece
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from librispeech_prepare import prepare_librispeech
+from qieemo_sb.distributed import ShardedEvaluation, gather_lists, mean_over_processes
 from qieemo_sb.hparams_files import create_experiment_folder, load_hparams
 from qieemo_sb.pretrained import export_asr_encoder
 
 logger = logging.getLogger(__name__)
 
 
-class ASR(sb.core.Brain):
+class ASR(ShardedEvaluation, sb.core.Brain):
     """Joint CTC/attention training of a Qieemo backbone."""
 
     #: error_rates() sets it: the validation search on every batch, any epoch.
@@ -48,12 +49,15 @@ class ASR(sb.core.Brain):
         batch = batch.to(self.device)
         wavs, wav_lens = batch.sig
         tokens_bos, _ = batch.tokens_bos
-        if stage == sb.Stage.TRAIN:
-            wavs, wav_lens = self.hparams.wav_augment(wavs, wav_lens)
-        feats = self.hparams.compute_features(wavs)
-        feats = self.modules.normalize(feats, wav_lens, epoch=self.hparams.epoch_counter.current)
-        if stage == sb.Stage.TRAIN:
-            feats, wav_lens = self.hparams.fea_augment(feats, wav_lens)
+        # Features in float32 under --precision fp16/bf16 (log-mel and the
+        # normalizer's statistics lose too much in 16 bits).
+        with torch.autocast(device_type=self.device_type, enabled=False):
+            if stage == sb.Stage.TRAIN:
+                wavs, wav_lens = self.hparams.wav_augment(wavs, wav_lens)
+            feats = self.hparams.compute_features(wavs)
+            feats = self.modules.normalize(feats, wav_lens, epoch=self.hparams.epoch_counter.current)
+            if stage == sb.Stage.TRAIN:
+                feats, wav_lens = self.hparams.fea_augment(feats, wav_lens)
 
         encoded = self.modules.encoder(feats, wav_lens)
         memory, memory_lengths = encoded.hidden_states[-1], encoded.lengths[-1]
@@ -102,12 +106,22 @@ class ASR(sb.core.Brain):
             self.wer_metric = self.hparams.error_rate_computer()
             self.cer_metric = self.hparams.cer_computer()
 
+    def gather_metrics(self):
+        """Under torchrun: the error rates and accuracy of every process's shard."""
+        for metric in (self.wer_metric, self.cer_metric):
+            metric.ids, metric.scores = gather_lists(metric.ids), gather_lists(metric.scores)
+        counts = gather_lists([(self.acc_metric.correct, self.acc_metric.total)])
+        self.acc_metric.correct = sum(correct for correct, _ in counts)
+        self.acc_metric.total = sum(total for _, total in counts)
+
     def on_stage_end(self, stage, stage_loss, epoch):
         """Logs, checkpoints (keeping the best by validation loss), writes WERs."""
         stats = {"loss": stage_loss}
         if stage == sb.Stage.TRAIN:
             self.train_stats = stats
             return
+        stats["loss"] = stage_loss = mean_over_processes(stage_loss, count=self.evaluation_items)
+        self.gather_metrics()
         stats["ACC"] = self.acc_metric.summarize()
         if stage == sb.Stage.TEST or self._search_this_epoch():
             stats["WER"] = self.wer_metric.summarize("error_rate")
@@ -155,14 +169,14 @@ class ASR(sb.core.Brain):
         """WER and CER (%) of the current weights with the validation search, per dataset.
 
         ``untrained``: the normalizer has no statistics before training, so a
-        throw-away copy of it gathers them on the evaluated data (the real
-        one, and so training, is untouched).
+        throw-away copy of it gathers them on the evaluated data first (the
+        real one, and so training, is untouched).
         """
         rates = {}
         self.modules.eval()
         original_normalizer = self.modules.normalize
         if untrained:
-            self.modules.normalize = copy.deepcopy(original_normalizer).train()
+            self.modules.normalize = self._normalizer_fitted_on(copy.deepcopy(original_normalizer), datasets.values())
         self.search_every_batch = True
         try:
             for name, dataset in datasets.items():
@@ -172,6 +186,7 @@ class ASR(sb.core.Brain):
                     for batch in loader:
                         predictions = self.compute_forward(batch, sb.Stage.VALID)
                         self.compute_objectives(predictions, batch, sb.Stage.VALID)
+                self.gather_metrics()
                 rates[name] = {
                     "WER": self.wer_metric.summarize("error_rate"),
                     "CER": self.cer_metric.summarize("error_rate"),
@@ -180,6 +195,21 @@ class ASR(sb.core.Brain):
             self.search_every_batch = False
             self.modules.normalize = original_normalizer
         return rates
+
+    @torch.no_grad()
+    def _normalizer_fitted_on(self, normalizer, datasets):
+        """``normalizer`` with the statistics of every clip of ``datasets``, in eval mode.
+
+        Every process reads every clip, one at a time: under torchrun the
+        normalizer's per-call all-reduce then pairs up, and all get the same
+        statistics.
+        """
+        normalizer.train()
+        for dataset in datasets:
+            for item in dataset:
+                feats = self.hparams.compute_features(item["sig"][None].to(self.device))
+                normalizer(feats, torch.ones(1, device=self.device))
+        return normalizer.eval()
 
     def on_evaluate_start(self, max_key=None, min_key=None):
         """Evaluates the checkpoint average, not the last epoch."""
@@ -194,18 +224,23 @@ def train_or_load_tokenizer(hparams):
         if not path.is_file():
             raise FileNotFoundError(f"tokenizer_file not found: {path}")
         return sentencepiece.SentencePieceProcessor(model_file=str(path))
-    trained = SentencePiece(
-        model_dir=hparams["tokenizer_folder"],
-        vocab_size=hparams["output_neurons"],
-        annotation_train=hparams["train_csv"],
-        annotation_read="wrd",
-        annotation_format="csv",
-        model_type="unigram",
-        character_coverage=1.0,
-        bos_id=hparams["bos_index"],
-        eos_id=hparams["eos_index"],
-    )
-    return trained.sp
+
+    def train():  # kept when it exists; returns nothing to broadcast
+        SentencePiece(
+            model_dir=hparams["tokenizer_folder"],
+            vocab_size=hparams["output_neurons"],
+            annotation_train=hparams["train_csv"],
+            annotation_read="wrd",
+            annotation_format="csv",
+            model_type="unigram",
+            character_coverage=1.0,
+            bos_id=hparams["bos_index"],
+            eos_id=hparams["eos_index"],
+        )
+
+    run_on_main(train)  # under torchrun the others wait, then read the main's model
+    model = Path(hparams["tokenizer_folder"], f"{hparams['output_neurons']}_unigram.model")
+    return sentencepiece.SentencePieceProcessor(model_file=str(model))
 
 
 def write_error_rates(path, rates, hparams):
@@ -267,6 +302,7 @@ def dataio_prepare(hparams, tokenizer):
 
 def main(argv):
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    sb.utils.distributed.ddp_init_group(run_opts)  # under torchrun; nothing otherwise
     hparams = load_hparams(hparams_file, overrides)
     create_experiment_folder(hparams["output_folder"], hparams_file, overrides)
 

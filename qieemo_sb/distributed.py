@@ -1,0 +1,109 @@
+"""Evaluation under ``torchrun``: each process scores its share, the results are gathered.
+
+SpeechBrain's DDP splits the training set across processes and leaves
+validation and test whole on every process. The recipes split them too (each
+clip on exactly one process, none repeated) and gather what the metrics
+need, so WA/UA/WER come out as one process would compute them on the whole
+set. Without a process group every function here is the identity.
+
+Example
+-------
+>>> shard = EvaluationShard(5, rank=1, world_size=2)
+>>> list(shard), len(shard)
+([1, 3], 2)
+>>> gather_lists(["a", "b"])  # one process: nothing to gather
+['a', 'b']
+>>> mean_over_processes(0.5, count=4)
+0.5
+"""
+
+from typing import Iterator, List, Optional, Sequence
+
+import speechbrain as sb
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+
+def _rank_and_world_size():
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+class EvaluationShard(torch.utils.data.Sampler):
+    """Items ``rank, rank + world_size, ...`` of a dataset: each item on one process, no padding.
+
+    Arguments
+    ---------
+    num_items : int
+        Length of the dataset (kept in its order, e.g. sorted by duration).
+    rank, world_size : int, optional
+        Default: those of the initialized process group (0 and 1 without one).
+    """
+
+    def __init__(self, num_items: int, *, rank: Optional[int] = None, world_size: Optional[int] = None):
+        super().__init__()
+        default_rank, default_world_size = _rank_and_world_size()
+        self.rank = default_rank if rank is None else rank
+        self.world_size = default_world_size if world_size is None else world_size
+        if not 0 <= self.rank < self.world_size:
+            raise ValueError(f"rank {self.rank} is not in [0, {self.world_size})")
+        self.indices = list(range(self.rank, num_items, self.world_size))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def evaluation_loader_kwargs(dataset, loader_kwargs: dict) -> dict:
+    """``loader_kwargs`` with this process's :class:`EvaluationShard` as sampler (unchanged without DDP)."""
+    if _rank_and_world_size()[1] == 1:
+        return loader_kwargs
+    if "sampler" in loader_kwargs or "batch_sampler" in loader_kwargs:
+        raise ValueError(
+            "evaluation loader kwargs: a sampler cannot be combined with torchrun, which "
+            "splits the validation and test sets across processes itself"
+        )
+    return {**loader_kwargs, "sampler": EvaluationShard(len(dataset))}
+
+
+def gather_lists(values: Sequence) -> List:
+    """Every process's ``values`` (picklable), concatenated in rank order."""
+    _, world_size = _rank_and_world_size()
+    if world_size == 1:
+        return list(values)
+    gathered: List = [None] * world_size
+    torch.distributed.all_gather_object(gathered, list(values))
+    return [value for part in gathered for value in part]
+
+
+def mean_over_processes(mean: float, *, count: int) -> float:
+    """The mean over every process's items, from each process's ``mean`` of its ``count`` items."""
+    pairs = gather_lists([(float(mean), int(count))])
+    total = sum(n for _, n in pairs)
+    return sum(m * n for m, n in pairs) / total if total else float(mean)
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    """The module inside a ``DistributedDataParallel`` wrapper (the module itself otherwise)."""
+    return module.module if isinstance(module, DistributedDataParallel) else module
+
+
+class ShardedEvaluation:
+    """Mixin of a ``speechbrain.core.Brain``: validation and test loaders read this process's shard.
+
+    ``evaluation_items`` is then the number of clips this process evaluates;
+    the Brain gathers its metrics in ``on_stage_end`` (see :func:`gather_lists`).
+    """
+
+    evaluation_items = 0
+
+    def make_dataloader(self, dataset, stage, ckpt_prefix="dataloader-", **loader_kwargs):
+        if stage != sb.Stage.TRAIN:
+            loader_kwargs = evaluation_loader_kwargs(dataset, loader_kwargs)
+            sampler = loader_kwargs.get("sampler")
+            self.evaluation_items = len(sampler) if isinstance(sampler, EvaluationShard) else len(dataset)
+        return super().make_dataloader(dataset, stage, ckpt_prefix, **loader_kwargs)
