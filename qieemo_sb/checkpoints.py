@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Dict, Optional
 
 from speechbrain.utils.checkpoints import Checkpoint, Checkpointer
-from speechbrain.utils.distributed import if_main_process
+from speechbrain.utils.distributed import ddp_barrier, if_main_process
 
 PARTIAL_PREFIX = ".partial-"
 
@@ -68,11 +68,15 @@ class AtomicCheckpointer(Checkpointer):
         partial = super().save_checkpoint(
             meta={} if meta is None else meta, end_of_epoch=end_of_epoch, name=name, verbosity=verbosity
         )
-        if partial is None:  # not the main process: it wrote nothing
-            return None
-        final = self._final_path
-        if final.exists():  # a custom name saved again replaces the old one
-            shutil.rmtree(final)
-        os.replace(partial.path, final)
-        paramfiles = {key: final / path.name for key, path in partial.paramfiles.items()}
-        return Checkpoint(final, partial.meta, paramfiles)
+        checkpoint = None
+        if partial is not None:  # None: not the main process, which alone writes
+            final = self._final_path
+            if final.exists():  # a custom name saved again replaces the old one
+                shutil.rmtree(final)
+            os.replace(partial.path, final)
+            paramfiles = {key: final / path.name for key, path in partial.paramfiles.items()}
+            checkpoint = Checkpoint(final, partial.meta, paramfiles)
+        # Under torchrun the others list the checkpoints (which to keep) only
+        # once this one is in place: all must agree on what is deleted.
+        ddp_barrier()
+        return checkpoint

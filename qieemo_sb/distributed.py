@@ -87,16 +87,27 @@ def mean_over_processes(mean: float, *, count: int) -> float:
     return sum(m * n for m, n in pairs) / total if total else float(mean)
 
 
+def end_process_group() -> None:
+    """Waits for every process, then closes the process group: a clean exit under torchrun."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
 def unwrap(module: nn.Module) -> nn.Module:
     """The module inside a ``DistributedDataParallel`` wrapper (the module itself otherwise)."""
     return module.module if isinstance(module, DistributedDataParallel) else module
 
 
-class ShardedEvaluation:
-    """Mixin of a ``speechbrain.core.Brain``: validation and test loaders read this process's shard.
+class DistributedBrainMixin:
+    """Mixin of a ``speechbrain.core.Brain`` for torchrun runs, before ``Brain`` in the bases.
 
-    ``evaluation_items`` is then the number of clips this process evaluates;
-    the Brain gathers its metrics in ``on_stage_end`` (see :func:`gather_lists`).
+    - Validation and test loaders read this process's :class:`EvaluationShard`;
+      ``evaluation_items`` is then the number of clips this process evaluates,
+      and the Brain gathers its metrics in ``on_stage_end`` (:func:`gather_lists`).
+    - On CPU (gloo) the modules are wrapped in DDP without SpeechBrain's
+      SyncBatchNorm conversion, which runs on GPUs only: each process keeps
+      its own batch statistics and DDP broadcasts the main process's buffers.
     """
 
     evaluation_items = 0
@@ -107,3 +118,12 @@ class ShardedEvaluation:
             sampler = loader_kwargs.get("sampler")
             self.evaluation_items = len(sampler) if isinstance(sampler, EvaluationShard) else len(dataset)
         return super().make_dataloader(dataset, stage, ckpt_prefix, **loader_kwargs)
+
+    def _wrap_distributed(self):
+        if not (self.distributed_launch and self.device_type == "cpu"):
+            return super()._wrap_distributed()
+        for name, module in self.modules.items():
+            if any(p.requires_grad for p in module.parameters()):
+                self.modules[name] = DistributedDataParallel(
+                    module, find_unused_parameters=self.find_unused_parameters
+                )

@@ -34,7 +34,12 @@ from speechbrain.utils.distributed import if_main_process, run_on_main
 from qieemo_sb.audio import load_audio
 from qieemo_sb.data.iemocap import prepare_iemocap
 from qieemo_sb.data.manifest import prepare_manifest_folds
-from qieemo_sb.distributed import ShardedEvaluation, gather_lists, mean_over_processes
+from qieemo_sb.distributed import (
+    DistributedBrainMixin,
+    end_process_group,
+    gather_lists,
+    mean_over_processes,
+)
 from qieemo_sb.encoders.conformer import EncoderOutput
 from qieemo_sb.folds import write_fold_results
 from qieemo_sb.hparams_files import create_experiment_folder, load_hparams
@@ -49,7 +54,7 @@ SELECTION_SCORES = {"WA": "wa", "UA": "ua", "WF1": "wf1"}
 KEEP_CHOICES = [*SELECTION_SCORES, "epoch"]  # epoch: the last one
 
 
-class EmotionBrain(ShardedEvaluation, sb.core.Brain):
+class EmotionBrain(DistributedBrainMixin, sb.core.Brain):
     """Fine-tunes the encoder and trains the MMF/CMA head on emotion labels."""
 
     head_average = None  # a WeightAverage of the head when head_average_decay is set
@@ -337,6 +342,7 @@ def main(argv):
         max_key=hparams["keep_best_by"],
         test_loader_kwargs=hparams["test_loader_kwargs"],
     )
+    end_process_group()
 
 
 if __name__ == "__main__":

@@ -31,14 +31,19 @@ from speechbrain.tokenizers.SentencePiece import SentencePiece
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from librispeech_prepare import prepare_librispeech
-from qieemo_sb.distributed import ShardedEvaluation, gather_lists, mean_over_processes
+from qieemo_sb.distributed import (
+    DistributedBrainMixin,
+    end_process_group,
+    gather_lists,
+    mean_over_processes,
+)
 from qieemo_sb.hparams_files import create_experiment_folder, load_hparams
 from qieemo_sb.pretrained import export_asr_encoder
 
 logger = logging.getLogger(__name__)
 
 
-class ASR(ShardedEvaluation, sb.core.Brain):
+class ASR(DistributedBrainMixin, sb.core.Brain):
     """Joint CTC/attention training of a Qieemo backbone."""
 
     #: error_rates() sets it: the validation search on every batch, any epoch.
@@ -367,6 +372,7 @@ def main(argv):
             normalizer=hparams["normalize"],
             tokenizer=tokenizer,
         )
+    end_process_group()
 
 
 if __name__ == "__main__":
