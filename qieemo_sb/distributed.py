@@ -17,7 +17,9 @@ Example
 0.5
 """
 
-from typing import Iterator, List, Optional, Sequence
+import os
+import socket
+from typing import Dict, Iterator, List, Optional, Sequence
 
 import speechbrain as sb
 import torch
@@ -25,7 +27,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 
-def _rank_and_world_size():
+def rank_and_world_size():
+    """This process's rank and the number of processes (0 and 1 without a process group)."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1
@@ -44,7 +47,7 @@ class EvaluationShard(torch.utils.data.Sampler):
 
     def __init__(self, num_items: int, *, rank: Optional[int] = None, world_size: Optional[int] = None):
         super().__init__()
-        default_rank, default_world_size = _rank_and_world_size()
+        default_rank, default_world_size = rank_and_world_size()
         self.rank = default_rank if rank is None else rank
         self.world_size = default_world_size if world_size is None else world_size
         if not 0 <= self.rank < self.world_size:
@@ -60,7 +63,7 @@ class EvaluationShard(torch.utils.data.Sampler):
 
 def evaluation_loader_kwargs(dataset, loader_kwargs: dict) -> dict:
     """``loader_kwargs`` with this process's :class:`EvaluationShard` as sampler (unchanged without DDP)."""
-    if _rank_and_world_size()[1] == 1:
+    if rank_and_world_size()[1] == 1:
         return loader_kwargs
     if "sampler" in loader_kwargs or "batch_sampler" in loader_kwargs:
         raise ValueError(
@@ -72,7 +75,7 @@ def evaluation_loader_kwargs(dataset, loader_kwargs: dict) -> dict:
 
 def gather_lists(values: Sequence) -> List:
     """Every process's ``values`` (picklable), concatenated in rank order."""
-    _, world_size = _rank_and_world_size()
+    _, world_size = rank_and_world_size()
     if world_size == 1:
         return list(values)
     gathered: List = [None] * world_size
@@ -85,6 +88,31 @@ def mean_over_processes(mean: float, *, count: int) -> float:
     pairs = gather_lists([(float(mean), int(count))])
     total = sum(n for _, n in pairs)
     return sum(m * n for m, n in pairs) / total if total else float(mean)
+
+
+def environment_for_child_group() -> Dict[str, str]:
+    """``os.environ`` for a child script that forms a process group of its own.
+
+    Under torchrun, a script that runs another distributed script per step
+    (run_folds.py: ``train.py`` per fold, on every process) gives each step
+    a new rendezvous port, picked by the main process and shared: each
+    step's group then starts from an empty store, whatever the last one left
+    there. Needs this process's group (gloo is enough). Without torchrun:
+    ``os.environ`` unchanged.
+    """
+    env = dict(os.environ)
+    if rank_and_world_size()[1] == 1:
+        return env
+    port = None
+    if torch.distributed.get_rank() == 0:
+        with socket.socket() as probe:
+            probe.bind(("", 0))
+            port = probe.getsockname()[1]
+    shared = [port]
+    torch.distributed.broadcast_object_list(shared, src=0)
+    env["MASTER_PORT"] = str(shared[0])
+    env.pop("TORCHELASTIC_USE_AGENT_STORE", None)  # the child's rank 0 hosts its own store
+    return env
 
 
 def end_process_group() -> None:

@@ -29,10 +29,12 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
+from speechbrain.utils.distributed import ddp_barrier
 from torch import nn
 from tqdm import tqdm
 
 from qieemo_sb.audio import load_audio
+from qieemo_sb.distributed import gather_lists, rank_and_world_size
 from qieemo_sb.encoder_cache import EncoderOutputCache, module_settings, weights_digest
 from qieemo_sb.masking import fbank_with_lengths, masked_mean
 from qieemo_sb.metrics import classification_metrics
@@ -90,7 +92,9 @@ def extract_block_features(
     """Mean-pooled output of every block, ``{id: [num_blocks, d_model]}``.
 
     Logs how many utterances came from the cache and how many were
-    computed, and the cache file with its size.
+    computed, and the cache file with its size. Under torchrun each process
+    encodes its share of the missing utterances; all get every feature and
+    the main process writes the cache file.
 
     Arguments
     ---------
@@ -139,6 +143,8 @@ def extract_block_features(
     )
     if durations is not None:
         todo.sort(key=lambda utt: durations[utt])
+    rank, world_size = rank_and_world_size()
+    mine = todo[rank::world_size]
     encoder.eval().to(device)
     normalize.eval().to(device)
     if encoder_cache is not None:
@@ -146,14 +152,14 @@ def extract_block_features(
             raise ValueError("the probe reads every block: its encoder cache needs blocks=None")
         encoder_cache.bind(encoder=encoder, normalize=normalize, compute_features=compute_features)
     bar = tqdm(
-        total=len(todo),
+        total=len(mine),
         desc=f"block features ({hits} cached, {len(todo)} to compute)",
         unit="clip",
         file=sys.stderr,
-        disable=not progress or not todo,
+        disable=not progress or not mine,
     )
-    for start in range(0, len(todo), batch_size):
-        ids = todo[start : start + batch_size]
+    for start in range(0, len(mine), batch_size):
+        ids = mine[start : start + batch_size]
         signals = [load_audio(wavs[utt], sample_rate=sample_rate) for utt in ids]
         longest = max(len(s) for s in signals)
         batch = torch.zeros(len(ids), longest)
@@ -178,9 +184,12 @@ def extract_block_features(
             cached[utt] = pooled[row].clone()
         bar.update(len(ids))
     bar.close()
-    if todo:
+    if world_size > 1:
+        cached.update(gather_lists([(utt, cached[utt]) for utt in mine]))
+    if todo and rank == 0:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"key": key, "features": cached}, cache_file)
+    ddp_barrier()
     size = _file_size(cache_file) if cache_file.is_file() else "not written"
     logger.info(
         "block features: %d from the cache, %d computed; cache %s (%s)",

@@ -16,16 +16,22 @@ block and fold, a probe Linear(probe_hidden) -> ReLU -> Linear(n_classes) is
 trained on the fold's training utterances, kept at its best validation WA and
 tested. ``<probe_folder>`` (default ``<experiment_folder>/probe``) gets
 probe_results.json, probe_results.md, probe_wa.png and the run's log.txt.
-Progress bars go to stderr (``TQDM_DISABLE=1`` turns them off).
+Progress bars go to stderr (``TQDM_DISABLE=1`` turns them off). Under
+torchrun the processes share the encoding pass; the main one trains the
+probes.
 """
 
 import json
+import os
 import sys
 from pathlib import Path
 
 import speechbrain as sb
 import torch
+from speechbrain.utils.distributed import if_main_process, run_on_main
 from tqdm import tqdm
+
+from qieemo_sb.distributed import end_process_group
 
 from qieemo_sb.encoder_cache import EncoderOutputCache
 from qieemo_sb.metrics import aggregate_folds
@@ -48,16 +54,20 @@ def read_fold(folder, labels):
 
 def main(argv):
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    sb.utils.distributed.ddp_init_group(run_opts)  # under torchrun; nothing otherwise
     hparams = load_hparams(hparams_file, overrides)
     if hparams["pretrained_asr"] is not None:  # null: a backbone that comes pretrained (Whisper)
         check_exported_folder(hparams["pretrained_asr"], need_encoder=hparams["load_pretrained_encoder"])
     folder = Path(hparams["probe_folder"])
     create_experiment_folder(folder, hparams_file, overrides)  # log.txt: the cache hits and misses
     folds, labels = hparams["folds"], list(hparams["labels"])
-    prepare_manifests(hparams, folds, folder / "manifests")
+    run_on_main(prepare_manifests, args=[hparams, folds, folder / "manifests"])
     hparams["pretrainer"].set_collect_in(folder / "pretrained_asr")
-    hparams["pretrainer"].collect_files()
+    run_on_main(hparams["pretrainer"].collect_files)
     hparams["pretrainer"].load_collected()
+    device = run_opts.get("device", "cpu")
+    if device.startswith("cuda") and "LOCAL_RANK" in os.environ:
+        device = f"cuda:{os.environ['LOCAL_RANK']}"
 
     fold_data, audio = {}, {}
     for fold in folds:
@@ -71,10 +81,13 @@ def main(argv):
         sample_rate=hparams["sample_rate"],
         cache_file=folder / "block_features.pt",
         durations={utt: duration for utt, (_, duration) in audio.items()},
-        device=run_opts.get("device", "cpu"),
+        device=device,
         encoder_cache=None if hparams["encoder_cache"] is None else EncoderOutputCache(
             hparams["encoder_cache_folder"], blocks=None, dtype=hparams["encoder_cache_dtype"]),
     )
+    if not if_main_process():  # the probes are small: the main process trains them all
+        end_process_group()
+        return
     num_blocks = next(iter(features.values())).shape[0]
     blocks = list(range(1, num_blocks + 1))
     per_block = {}
@@ -117,6 +130,7 @@ def main(argv):
         title=f"{title} ({len(folds)} folds)",
     )
     print(f"tables: {folder / 'probe_results.md'}, {folder / 'probe_results.json'}; plot: {folder / 'probe_wa.png'}")
+    end_process_group()
 
 
 if __name__ == "__main__":
