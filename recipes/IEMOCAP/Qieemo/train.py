@@ -155,6 +155,7 @@ class EmotionBrain(DistributedBrainMixin, sb.core.Brain):
 
     def on_stage_start(self, stage, epoch):
         """Fresh score collectors; the encoder cache keyed by the current weights."""
+        self.stage_started = time.time()
         if self.reads_encoder_cache:
             self.hparams.encoder_cache.bind(
                 encoder=self.modules.encoder,
@@ -198,7 +199,7 @@ class EmotionBrain(DistributedBrainMixin, sb.core.Brain):
         """Logs; anneals, checkpoints (validation); writes the test results."""
         stats = {"loss": stage_loss}
         if stage == sb.Stage.TRAIN:
-            self.train_stats = stats
+            self.train_stats = {**stats, "seconds": round(time.time() - self.stage_started, 1)}
             return
         stats["loss"] = stage_loss = self._gather_evaluation(stage_loss)
         scores = self.metrics.summarize()

@@ -22,6 +22,7 @@ import copy
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 
 import sentencepiece
@@ -106,6 +107,7 @@ class ASR(DistributedBrainMixin, sb.core.Brain):
 
     def on_stage_start(self, stage, epoch):
         """Fresh error-rate and accuracy trackers for evaluation stages."""
+        self.stage_started = time.time()
         if stage != sb.Stage.TRAIN:
             self.acc_metric = self.hparams.acc_computer()
             self.wer_metric = self.hparams.error_rate_computer()
@@ -123,7 +125,7 @@ class ASR(DistributedBrainMixin, sb.core.Brain):
         """Logs, checkpoints (keeping the best by validation loss), writes WERs."""
         stats = {"loss": stage_loss}
         if stage == sb.Stage.TRAIN:
-            self.train_stats = stats
+            self.train_stats = {**stats, "seconds": round(time.time() - self.stage_started, 1)}
             return
         stats["loss"] = stage_loss = mean_over_processes(stage_loss, count=self.evaluation_items)
         self.gather_metrics()
