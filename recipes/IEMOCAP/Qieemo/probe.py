@@ -32,7 +32,6 @@ from speechbrain.utils.distributed import if_main_process, run_on_main
 from tqdm import tqdm
 
 from qieemo_sb.distributed import end_process_group
-
 from qieemo_sb.encoder_cache import EncoderOutputCache
 from qieemo_sb.metrics import aggregate_folds
 from qieemo_sb.plots import plot_block_scores
