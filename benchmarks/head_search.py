@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from qieemo_sb.encoder_cache import clip_key
-from qieemo_sb.encoders.conformer import EncoderOutput
+from qieemo_sb.encoders.output import EncoderOutput
 from qieemo_sb.modules.mmf import MultiBlockFusion
 from qieemo_sb.modules.cma import CrossModalAttention
 from qieemo_sb.modules.classifier import EmotionClassifier

@@ -26,7 +26,7 @@ import torch
 
 from qieemo_sb.audio import load_audio
 from qieemo_sb.encoders.whisper import WhisperEncoder, WhisperFeatures
-from qieemo_sb.masking import fbank_with_lengths
+from qieemo_sb.features import fbank_with_lengths
 
 
 def encoders(source: str):

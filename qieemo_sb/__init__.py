@@ -12,6 +12,3 @@ __version__ = "0.1.0"
 
 #: Folder of the HyperPyYAML files shipped with the package (backbones, ...).
 HPARAMS_DIR = Path(__file__).resolve().parent / "hparams"
-#: The recipes folder of the source checkout (the recipes are run from it,
-#: not installed with the package).
-RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"

@@ -35,12 +35,10 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
-from qieemo_sb import RECIPES_DIR
-
-ASR_RECIPE = RECIPES_DIR / "LibriSpeech" / "ASR"
-EMOTION_RECIPE = RECIPES_DIR / "IEMOCAP" / "Qieemo"
+ASR_RECIPE = Path("LibriSpeech", "ASR")  # inside the recipes folder
+EMOTION_RECIPE = Path("IEMOCAP", "Qieemo")
 #: stage-2 experiments of the demo: name -> overrides of qieemo_tiny.yaml
 EXPERIMENTS = {
     "qieemo": [],
@@ -127,20 +125,33 @@ def make_corpora(paths: DemoPaths, size: DemoSize, progress: bool) -> Dict[str, 
     return reports
 
 
-def train_asr(paths: DemoPaths, size: DemoSize) -> dict:
+def find_recipes(start: Path) -> Path:
+    """The ``recipes`` folder of the checkout ``start`` is in (``start`` or one of its parents)."""
+    start = start.resolve()
+    for folder in (start, *start.parents):
+        if (folder / "recipes" / ASR_RECIPE / "train.py").is_file():
+            return folder / "recipes"
+    raise FileNotFoundError(
+        f"no recipes/{ASR_RECIPE.as_posix()}/train.py in {start} or above it: run the demo inside the "
+        "source checkout, or give its recipes folder with --recipes"
+    )
+
+
+def train_asr(paths: DemoPaths, size: DemoSize, recipes: Path) -> dict:
     """Step 2: tiny backbone-1 ASR; returns error_rates.json (before and after training)."""
     rates = json.loads(paths.error_rates.read_text()) if paths.error_rates.is_file() else {}
     if "after" in rates and (paths.pretrained / "encoder.ckpt").is_file():
         print(f"stage 1 finished earlier ({paths.asr}), not run again")
         return rates
+    recipe = recipes / ASR_RECIPE
     _run([
-        sys.executable, ASR_RECIPE / "train.py", ASR_RECIPE / "hparams" / "efficient_conformer_tiny.yaml",
+        sys.executable, recipe / "train.py", recipe / "hparams" / "efficient_conformer_tiny.yaml",
         "--data_folder", paths.data / "LibriSpeech",
         "--output_folder", paths.asr,
         "--number_of_epochs", size.asr_epochs,
         "--output_neurons", size.asr_units,
         "--error_rates_before_after", "True",
-    ], cwd=ASR_RECIPE)
+    ], cwd=recipe)
     return json.loads(paths.error_rates.read_text())
 
 
@@ -167,21 +178,22 @@ def error_rates_table(rates: dict) -> str:
     return "\n".join(lines)
 
 
-def train_emotion(paths: DemoPaths, size: DemoSize) -> Dict[str, dict]:
+def train_emotion(paths: DemoPaths, size: DemoSize, recipes: Path) -> Dict[str, dict]:
     """Step 3: every fold of each experiment (finished folds are skipped by run_folds.py)."""
+    recipe = recipes / EMOTION_RECIPE
     summaries = {}
     for name, overrides in EXPERIMENTS.items():
         folder = paths.experiment(name)
         print(f"--- {name} ({folder})", flush=True)
         _run([
-            sys.executable, EMOTION_RECIPE / "run_folds.py", EMOTION_RECIPE / "hparams" / "qieemo_tiny.yaml",
+            sys.executable, recipe / "run_folds.py", recipe / "hparams" / "qieemo_tiny.yaml",
             "--data_folder", paths.data / "IEMOCAP_full_release",
             "--pretrained_asr", paths.pretrained,
             "--experiment_name", name,
             "--experiment_folder", folder,
             "--number_of_epochs", size.emotion_epochs,
             *overrides,
-        ], cwd=EMOTION_RECIPE)
+        ], cwd=recipe)
         summaries[name] = json.loads((folder / "results.json").read_text())
     return summaries
 
@@ -261,15 +273,18 @@ def summary_files(paths: DemoPaths) -> Dict[str, Path]:
     return files
 
 
-def run_demo(out: Path, size: str = "small", progress: bool = True) -> Dict[str, Path]:
-    """Runs (or continues) the demo in ``out``; returns :func:`summary_files`."""
+def run_demo(out: Path, size: str = "small", progress: bool = True, recipes: Optional[Path] = None) -> Dict[str, Path]:
+    """Runs (or continues) the demo in ``out``; returns :func:`summary_files`.
+
+    ``recipes``: the checkout's recipes folder (default: :func:`find_recipes`
+    from the current folder).
+    """
     if size not in DEMO_SIZES:
         raise ValueError(f"unknown demo size {size!r}; choose from {sorted(DEMO_SIZES)}")
-    if not (ASR_RECIPE / "train.py").is_file():
-        raise FileNotFoundError(
-            f"the recipes are not at {RECIPES_DIR}: run the demo from a source checkout installed "
-            "with `pip install -e .`"
-        )
+    if recipes is None:
+        recipes = find_recipes(Path.cwd())
+    elif not (recipes / ASR_RECIPE / "train.py").is_file():
+        raise FileNotFoundError(f"--recipes {recipes}: no {ASR_RECIPE.as_posix()}/train.py in it")
     settings, paths = DEMO_SIZES[size], DemoPaths(out)
     paths.out.mkdir(parents=True, exist_ok=True)
     started = time.time()
@@ -277,11 +292,11 @@ def run_demo(out: Path, size: str = "small", progress: bool = True) -> Dict[str,
     _step(1, f"synthetic corpora ({settings.synth_size}) -> {paths.data}")
     make_corpora(paths, settings, progress)
     _step(2, f"stage 1: tiny backbone-1 ASR, {settings.asr_epochs} epochs -> {paths.asr}")
-    rates = train_asr(paths, settings)
+    rates = train_asr(paths, settings, recipes)
     asr_table = error_rates_table(rates)
     print(asr_table)
     _step(3, f"stage 2: 5 folds of {' and '.join(EXPERIMENTS)}, {settings.emotion_epochs} epochs each")
-    summaries = train_emotion(paths, settings)
+    summaries = train_emotion(paths, settings, recipes)
     emotion_table = comparison_table(summaries)
     print(emotion_table)
     _step(4, f"export fold {EXPORTED_FOLD} and classify held-out clips with foreign_class")
@@ -317,12 +332,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="small: the demo (about 20 min on 2 cores); tiny: a few minutes, for tests",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar for the synthesis")
+    parser.add_argument(
+        "--recipes", type=Path, default=None,
+        help="the recipes folder of the source checkout (default: found from the current folder upwards)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """Runs ``qieemo demo``; returns the exit code."""
     try:
-        run_demo(args.out, size=args.size, progress=not args.no_progress)
+        run_demo(args.out, size=args.size, progress=not args.no_progress, recipes=args.recipes)
     except KeyboardInterrupt:
         print(f"\nqieemo demo: interrupted; run the same command again to continue from {args.out}")
         return 130

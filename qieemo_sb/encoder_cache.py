@@ -26,7 +26,7 @@ In the returned ``EncoderOutput`` the blocks that are not stored are
 Example
 -------
 >>> import tempfile, torch
->>> from qieemo_sb.encoders.conformer import EncoderOutput
+>>> from qieemo_sb.encoders.output import EncoderOutput
 >>> encoder, normalize = torch.nn.Linear(4, 4), torch.nn.Identity()
 >>> def encode(rows):  # stands for the encoder on those rows of the batch
 ...     hidden = [torch.ones(len(rows), 3, 4) * (b + 1) for b in range(3)]
@@ -52,7 +52,7 @@ import torch
 from torch import nn
 
 from qieemo_sb.distributed import unwrap
-from qieemo_sb.encoders.conformer import EncoderOutput
+from qieemo_sb.encoders.output import EncoderOutput
 
 logger = logging.getLogger(__name__)
 

@@ -20,9 +20,8 @@ the file; silence gets a normal answer.
 Example
 -------
 >>> import torch
->>> from qieemo_sb import RECIPES_DIR
 >>> from qieemo_sb.hparams_files import load_hparams
->>> hparams = load_hparams(RECIPES_DIR / "IEMOCAP/Qieemo/hparams/qieemo_tiny.yaml",
+>>> hparams = load_hparams("recipes/IEMOCAP/Qieemo/hparams/qieemo_tiny.yaml",  # from the checkout's root
 ...                        {"pretrained_asr": "unused", "data_folder": "unused"})
 >>> with torch.no_grad():  # random weights; the normalizer needs some statistics
 ...     _ = hparams["normalize"].train()(hparams["compute_features"](torch.randn(1, 16000)), torch.ones(1))
@@ -48,7 +47,7 @@ from speechbrain.inference.interfaces import Pretrained
 from qieemo_sb.audio import AudioError, load_audio
 from qieemo_sb.encoders import functional
 from qieemo_sb.encoders.attention import RelPositionSelfAttention
-from qieemo_sb.masking import fbank_with_lengths
+from qieemo_sb.features import fbank_with_lengths
 from qieemo_sb.modules.emotion_head import EmotionHeadOutput
 
 #: Shortest clip accepted: a quarter of a second is 3 frames after backbone 1's

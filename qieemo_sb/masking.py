@@ -18,7 +18,7 @@ tensor([[False, False, False,  True],
 tensor([1., 4.])
 """
 
-from typing import Optional, Tuple
+from typing import Optional
 
 import torch
 
@@ -62,62 +62,6 @@ def relative_to_absolute_lengths(
             "or the lengths are not relative to this batch"
         )
     return lengths
-
-
-def fbank_with_lengths(
-    compute_features: torch.nn.Module,
-    normalize: torch.nn.Module,
-    wavs: torch.Tensor,
-    wav_lens: torch.Tensor,
-) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Normalized features of a padded batch, with their exact relative lengths.
-
-    A centred STFT gives ``samples // hop + 1`` frames. Scaling the waveform's
-    relative length to the padded frame count can be one frame off that, and
-    the extra (or missing) frame changes the utterance's result with the
-    batch it is in. Counting each utterance's frames from its samples makes
-    a padded batch give what each utterance gives alone. Features are made in
-    float32 even under mixed-precision autocast (log-mel and normalizer
-    statistics lose too much in 16 bits).
-
-    Arguments
-    ---------
-    compute_features : torch.nn.Module
-        SpeechBrain ``Fbank`` (centred STFT; its ``compute_STFT.hop_length``
-        is in samples), or Whisper's features (their own frame count).
-    normalize : torch.nn.Module
-        Feature normalizer, called as ``normalize(feats, wav_lens)``.
-    wavs : torch.Tensor
-        ``[batch, samples]`` zero-padded waveforms.
-    wav_lens : torch.Tensor
-        ``[batch]`` relative lengths of ``wavs``.
-
-    Returns
-    -------
-    feats : torch.Tensor
-        ``[batch, frames, n_mels]``.
-    feat_lens : torch.Tensor
-        ``[batch]`` relative lengths of ``feats``.
-
-    Example
-    -------
-    >>> from speechbrain.lobes.features import Fbank
-    >>> wavs = torch.randn(2, 16000)
-    >>> feats, feat_lens = fbank_with_lengths(Fbank(), lambda x, lens: x, wavs, torch.tensor([1.0, 0.5]))
-    >>> feats.shape[1], relative_to_absolute_lengths(feat_lens, feats.shape[1]).tolist()
-    (101, [101, 51])
-    """
-    from qieemo_sb.encoders.whisper import WhisperFeatures  # here: whisper imports this module
-
-    with torch.autocast(device_type=wavs.device.type, enabled=False):
-        feats = normalize(compute_features(wavs.float()), wav_lens)
-    samples = torch.round(wav_lens.float() * wavs.shape[1])
-    if isinstance(compute_features, WhisperFeatures):
-        frames = compute_features.num_frames(samples)
-    else:
-        hop = compute_features.compute_STFT.hop_length
-        frames = torch.div(samples, hop, rounding_mode="floor") + 1
-    return feats, frames / feats.shape[1]
 
 
 def lengths_to_padding_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:

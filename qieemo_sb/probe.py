@@ -36,7 +36,8 @@ from tqdm import tqdm
 from qieemo_sb.audio import load_audio
 from qieemo_sb.distributed import gather_lists, rank_and_world_size
 from qieemo_sb.encoder_cache import EncoderOutputCache, module_settings, weights_digest
-from qieemo_sb.masking import fbank_with_lengths, masked_mean
+from qieemo_sb.features import fbank_with_lengths
+from qieemo_sb.masking import masked_mean
 from qieemo_sb.metrics import classification_metrics
 from qieemo_sb.modules.classifier import EmotionClassifier
 

@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from qieemo_sb.demo import EXPERIMENTS, DemoPaths, summary_files
+from qieemo_sb.demo import EXPERIMENTS, DemoPaths, find_recipes, run_demo, summary_files
+from recipe_runs import ROOT
 
 LABELS = ["neu", "hap", "sad", "ang"]
 
@@ -88,3 +89,11 @@ def test_demo_refuses_an_unknown_size(tmp_path):
 
     with pytest.raises(ValueError, match="unknown demo size 'huge'"):
         run_demo(tmp_path, size="huge")
+
+
+def test_demo_finds_the_recipes_from_inside_the_checkout_only(tmp_path):
+    assert find_recipes(ROOT / "recipes" / "IEMOCAP" / "Qieemo" / "hparams") == ROOT / "recipes"
+    with pytest.raises(FileNotFoundError, match="run the demo inside the source checkout, or give its recipes"):
+        find_recipes(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"--recipes .*: no LibriSpeech/ASR/train.py in it"):
+        run_demo(tmp_path / "out", size="tiny", recipes=tmp_path)

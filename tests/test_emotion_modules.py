@@ -9,7 +9,7 @@ import torch
 
 from qieemo_sb.audio import AudioError, load_audio
 from qieemo_sb.backbones import load_backbone
-from qieemo_sb.encoders.conformer import EncoderOutput
+from qieemo_sb.encoders.output import EncoderOutput
 from qieemo_sb.data.manifest import ManifestError, prepare_manifest_folds
 from qieemo_sb.folds import summarize_folds, write_fold_results
 from qieemo_sb.modules.classifier import EmotionClassifier

@@ -8,7 +8,7 @@ import soundfile as sf
 import torch
 
 from qieemo_sb.encoder_cache import EncoderOutputCache
-from qieemo_sb.encoders.conformer import EncoderOutput
+from qieemo_sb.encoders.output import EncoderOutput
 
 
 def _encoder_output(rows, frames):

@@ -5,7 +5,7 @@ import torch
 
 from equivalence import assert_same_values_and_gradients
 from qieemo_sb.backbones import load_backbone
-from qieemo_sb.encoders.conformer import EncoderOutput
+from qieemo_sb.encoders.output import EncoderOutput
 
 ALL_BACKBONES = ["efficient_conformer_tiny", "conformer_tiny", "efficient_conformer", "conformer"]
 FRAME_PERIODS_MS = {

@@ -7,7 +7,7 @@ import torch
 
 from equivalence import assert_same_values_and_gradients
 from qieemo_sb.backbones import load_backbone
-from qieemo_sb.encoders.conformer import EncoderOutput
+from qieemo_sb.encoders.output import EncoderOutput
 from qieemo_sb.modules.classifier import EmotionClassifier, MaskedMeanPooling
 from qieemo_sb.modules.cma import CrossModalAttention
 from qieemo_sb.modules.mmf import MultiBlockFusion

@@ -14,7 +14,7 @@ from qieemo_sb.audio import AudioError
 from qieemo_sb.encoders import functional
 from qieemo_sb.export import export_emotion_model
 from qieemo_sb.inference import QieemoClassifier
-from qieemo_sb.masking import fbank_with_lengths
+from qieemo_sb.features import fbank_with_lengths
 from recipe_runs import ROOT, emotion_args, run
 
 FOREIGN_CLASS_SCRIPT = """

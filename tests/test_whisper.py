@@ -61,7 +61,7 @@ def test_yaml_contract_lengths_and_padded_batch(whisper_dir, real_length):
         batch[row, : clip.numel()] = clip
     wav_lens = torch.tensor([clip.numel() for clip in clips]) / batch.shape[1]
 
-    from qieemo_sb.masking import fbank_with_lengths
+    from qieemo_sb.features import fbank_with_lengths
 
     with torch.no_grad():
         feats, feat_lens = fbank_with_lengths(features, normalize, batch, wav_lens)

@@ -6,7 +6,7 @@ Backbone 1 (progressive downsampling, Efficient Conformer) and backbone 2
 them.
 """
 
-from typing import List, NamedTuple, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 from speechbrain.nnet.attention import RelPosEncXL
@@ -15,28 +15,9 @@ from torch import nn
 from qieemo_sb.derived import derived_tensor, held_derived_tensor
 from qieemo_sb.encoders.attention import MAX_CACHED_POSITIONS
 from qieemo_sb.encoders.conformer_block import ConformerBlock
+from qieemo_sb.encoders.output import EncoderOutput
 from qieemo_sb.encoders.subsampling import Conv2dSubsampling
 from qieemo_sb.masking import relative_to_absolute_lengths
-
-
-class EncoderOutput(NamedTuple):
-    """What every Qieemo encoder returns, whatever its configuration.
-
-    Attributes
-    ----------
-    hidden_states : list of torch.Tensor
-        One ``[batch, time_i, d_model]`` tensor per block, in order, each the
-        block's output after its final LayerNorm (eq 5); zero on padded frames.
-    lengths : list of torch.Tensor
-        ``[batch]`` int64 valid frame counts of each block's output.
-    subsampling : list of int
-        Input feature frames per output frame of each block (its frame period
-        is ``subsampling * feature hop``).
-    """
-
-    hidden_states: List[torch.Tensor]
-    lengths: List[torch.Tensor]
-    subsampling: List[int]
 
 
 class ConformerEncoder(nn.Module):

@@ -40,7 +40,7 @@ import torch
 from speechbrain.processing.features import InputNormalization
 from torch import nn
 
-from qieemo_sb.encoders.conformer import EncoderOutput
+from qieemo_sb.encoders.output import EncoderOutput
 from qieemo_sb.masking import (
     ceil_div,
     lengths_to_padding_mask,

@@ -5,7 +5,7 @@ from typing import NamedTuple, Optional
 import torch
 from torch import nn
 
-from qieemo_sb.encoders.conformer import EncoderOutput
+from qieemo_sb.encoders.output import EncoderOutput
 from qieemo_sb.masking import masked_mean
 from qieemo_sb.modules.classifier import EmotionClassifier
 from qieemo_sb.modules.cma import CrossModalAttention
@@ -47,7 +47,7 @@ class EmotionHead(nn.Module):
 
     Example
     -------
-    >>> from qieemo_sb.encoders.conformer import EncoderOutput
+    >>> from qieemo_sb.encoders.output import EncoderOutput
     >>> hidden = [torch.rand(2, 6, 16)] * 4
     >>> encoder_out = EncoderOutput(hidden, [torch.tensor([6, 4])] * 4, [4] * 4)
     >>> mmf = MultiBlockFusion(d_model=16, blocks=[3, 4], d_emo=8, conv_channels=[4],

@@ -5,7 +5,7 @@ from typing import List, Sequence, Tuple
 import torch
 from torch import nn
 
-from qieemo_sb.encoders.conformer import EncoderOutput
+from qieemo_sb.encoders.output import EncoderOutput
 from qieemo_sb.encoders.subsampling import project_frames
 from qieemo_sb.masking import ceil_div, lengths_if_padded, masked_avg_pool1d, zero_padding
 from qieemo_sb.modules.standardization import FrameStandardization
@@ -57,7 +57,7 @@ class MultiBlockFusion(nn.Module):
 
     Example
     -------
-    >>> from qieemo_sb.encoders.conformer import EncoderOutput
+    >>> from qieemo_sb.encoders.output import EncoderOutput
     >>> hidden = [torch.rand(2, 8, 16)] * 2 + [torch.rand(2, 4, 16)] * 2
     >>> lengths = [torch.tensor([8, 5])] * 2 + [torch.tensor([4, 3])] * 2
     >>> encoder_out = EncoderOutput(hidden, lengths, [2, 2, 4, 4])

@@ -6,7 +6,7 @@ import copy
 import torch
 from torch import nn
 
-from qieemo_sb.encoders.conformer import EncoderOutput
+from qieemo_sb.encoders.output import EncoderOutput
 
 
 class RandomTimeCrop(nn.Module):

@@ -40,11 +40,11 @@ from qieemo_sb.distributed import (
     gather_lists,
     mean_over_processes,
 )
-from qieemo_sb.encoders.conformer import EncoderOutput
+from qieemo_sb.encoders.output import EncoderOutput
 from qieemo_sb.folds import write_fold_results
 from qieemo_sb.hparams_files import create_experiment_folder, load_hparams
 from qieemo_sb.inference import label_encoder_for
-from qieemo_sb.masking import fbank_with_lengths
+from qieemo_sb.features import fbank_with_lengths
 from qieemo_sb.metrics import EmotionMetricStats, embedding_collapse
 from qieemo_sb.modules.regularization import WeightAverage
 from qieemo_sb.pretrained import check_exported_folder
