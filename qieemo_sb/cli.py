@@ -22,7 +22,7 @@ from qieemo_sb import __version__
 #: subcommand name -> (module providing add_arguments/run, one-line help)
 SUBCOMMANDS = {
     "demo": ("qieemo_sb.demo", "the whole pipeline on the synthetic corpus: ASR, 5 emotion folds, export"),
-    "synth": ("qieemo_sb.data.synthetic", "generate the synthetic LibriSpeech and IEMOCAP corpora"),
+    "synth": ("qieemo_sb.data.synthetic.cli", "generate the synthetic LibriSpeech and IEMOCAP corpora"),
     "export": ("qieemo_sb.export", "turn a trained emotion fold into a self-contained inference folder"),
     "predict": ("qieemo_sb.predict", "classify audio files with an exported model"),
     "evaluate": ("qieemo_sb.evaluate", "score an exported model on a labelled manifest (cross-corpus tests)"),

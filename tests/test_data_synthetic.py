@@ -10,11 +10,12 @@ import pytest
 import soundfile as sf
 
 from qieemo_sb import cli
-from qieemo_sb.data import synthetic as syn
+from qieemo_sb.data import espeak
 from qieemo_sb.data.espeak import EspeakSynthesizer, Prosody
 from qieemo_sb.data.iemocap import parse_label_line
+from qieemo_sb.data.synthetic import plans, vocabulary, writer
 
-TINY = syn.SIZES["tiny"]
+TINY = plans.SIZES["tiny"]
 KEPT_4 = {"neu": "neu", "hap": "hap", "exc": "hap", "sad": "sad", "ang": "ang"}
 
 
@@ -27,19 +28,19 @@ def _digest(folder: Path):
 
 
 def test_plans_are_deterministic_and_depend_on_the_seed():
-    assert syn.plan_iemocap(size=TINY, seed=0) == syn.plan_iemocap(size=TINY, seed=0)
-    assert syn.plan_librispeech(size=TINY, seed=0) == syn.plan_librispeech(size=TINY, seed=0)
-    texts0 = [t.clip.text for t in syn.plan_iemocap(size=TINY, seed=0)]
-    texts1 = [t.clip.text for t in syn.plan_iemocap(size=TINY, seed=1)]
+    assert plans.plan_iemocap(size=TINY, seed=0) == plans.plan_iemocap(size=TINY, seed=0)
+    assert plans.plan_librispeech(size=TINY, seed=0) == plans.plan_librispeech(size=TINY, seed=0)
+    texts0 = [t.clip.text for t in plans.plan_iemocap(size=TINY, seed=0)]
+    texts1 = [t.clip.text for t in plans.plan_iemocap(size=TINY, seed=1)]
     assert texts0 != texts1
 
 
 def test_tiny_plan_counts():
-    libri = syn.plan_librispeech(size=TINY, seed=0)
+    libri = plans.plan_librispeech(size=TINY, seed=0)
     assert collections.Counter(u.split for u in libri) == {
         "train-clean-100": 24, "dev-clean": 6, "test-clean": 6,
     }  # fmt: skip
-    turns = syn.plan_iemocap(size=TINY, seed=0)
+    turns = plans.plan_iemocap(size=TINY, seed=0)
     assert collections.Counter(t.label for t in turns) == {
         "neu": 15, "ang": 10, "sad": 10, "hap": 5, "exc": 5, "xxx": 5, "fru": 5,
         "sur": 2, "fea": 1, "oth": 1, "dis": 1,
@@ -53,19 +54,19 @@ def test_tiny_plan_counts():
 
 def test_scale_multiplies_utterances_not_speakers():
     big = TINY.scaled(2.0)
-    turns = syn.plan_iemocap(size=big, seed=0)
-    assert len(turns) == 2 * len(syn.plan_iemocap(size=TINY, seed=0))
-    libri = syn.plan_librispeech(size=big, seed=0)
+    turns = plans.plan_iemocap(size=big, seed=0)
+    assert len(turns) == 2 * len(plans.plan_iemocap(size=TINY, seed=0))
+    libri = plans.plan_librispeech(size=big, seed=0)
     assert len({u.speaker for u in libri}) == len(
-        {u.speaker for u in syn.plan_librispeech(size=TINY, seed=0)}
+        {u.speaker for u in plans.plan_librispeech(size=TINY, seed=0)}
     )
     assert len(libri) == 2 * 36
 
 
 def test_librispeech_layout(corpus_tiny):
     root = corpus_tiny / "LibriSpeech"
-    plan = syn.plan_librispeech(size=TINY, seed=0)
-    assert sorted(p.name for p in root.iterdir()) == sorted(syn.LIBRI_SPLITS)
+    plan = plans.plan_librispeech(size=TINY, seed=0)
+    assert sorted(p.name for p in root.iterdir()) == sorted(plans.LIBRI_SPLITS)
     assert len(list(root.rglob("*.flac"))) == len(plan)
     speakers = collections.defaultdict(set)
     for u in plan:
@@ -89,19 +90,19 @@ def test_librispeech_layout(corpus_tiny):
 
 
 def test_every_speaker_has_its_own_voice():
-    actors, libri = syn._speakers(syn.SIZES["small"], 0)
+    actors, libri = plans._speakers(plans.SIZES["small"], 0)
     speakers = list(actors.values()) + [s for split in libri.values() for s in split]
     assert len({s.voice for s in speakers}) == len(speakers)
     for sid, actor in actors.items():
         assert actor.gender == sid[-1]
         assert actor.voice.split("+")[1] in (
-            syn.FEMALE_VARIANTS if sid[-1] == "F" else syn.MALE_VARIANTS
+            espeak.FEMALE_VARIANTS if sid[-1] == "F" else espeak.MALE_VARIANTS
         )
 
 
 def test_iemocap_layout(corpus_tiny):
     root = corpus_tiny / "IEMOCAP_full_release"
-    plan = syn.plan_iemocap(size=TINY, seed=0)
+    plan = plans.plan_iemocap(size=TINY, seed=0)
     assert sorted(p.name for p in root.iterdir()) == [f"Session{s}" for s in range(1, 6)]
     dialogs = {t.dialog for t in plan}
     assert {"Ses01F_impro01", "Ses02M_script01_1", "Ses03M_impro05a"} <= dialogs
@@ -152,36 +153,36 @@ def test_iemocap_layout(corpus_tiny):
             assert m, line
             assert m.group(4) == by_id[m.group(1)].clip.text
     assert seen == set(by_id)
-    assert {t.label for t in plan} == set(syn.LABELS)
+    assert {t.label for t in plan} == set(vocabulary.LABELS)
 
 
 def test_ses03m_impro05a_holds_turns_of_both_actors():
-    turns = [t for t in syn.plan_iemocap(size=TINY, seed=0) if t.dialog == "Ses03M_impro05a"]
+    turns = [t for t in plans.plan_iemocap(size=TINY, seed=0) if t.dialog == "Ses03M_impro05a"]
     assert {t.gender for t in turns} == {"F", "M"}
     assert all(t.utt_id.startswith("Ses03M_impro05a_" + t.gender) for t in turns)
 
 
 def test_emotion_carriers_follow_the_documented_rules():
-    turns = syn.plan_iemocap(size=syn.SIZES["small"], seed=0)
-    emotional = [t for t in turns if t.label in syn.KEPT_EMOTIONAL]
+    turns = plans.plan_iemocap(size=plans.SIZES["small"], seed=0)
+    emotional = [t for t in turns if t.label in vocabulary.KEPT_EMOTIONAL]
     modes = collections.Counter(t.mode for t in emotional)
     n = len(emotional)
     assert set(modes) == {"both", "prosody", "wording"}
     # cycle (both, prosody, wording, both) per session and label: +-1 each
     assert abs(modes["both"] - n / 2) <= 20 and abs(modes["prosody"] - n / 4) <= 20
     assert abs(modes["wording"] - n / 4) <= 20
-    neutral = syn.neutral_words()
-    for slot, items in syn.EMOTION_SLOTS.items():
+    neutral = vocabulary.neutral_words()
+    for slot, items in vocabulary.EMOTION_SLOTS.items():
         for item in items:
             assert {w.lower() for w in re.findall(r"[A-Za-z']+", item)} - neutral, (slot, item)
-    all_class_words = set().union(*(syn.class_words(c) for c in syn.EMOTION_TEMPLATES))
+    all_class_words = set().union(*(vocabulary.class_words(c) for c in vocabulary.EMOTION_TEMPLATES))
     for t in turns:
         words = {w.lower() for w in re.findall(r"[A-Za-z']+", t.clip.text)}
         if t.wording_class == "neu":
             assert not words & all_class_words, t.clip.text
         else:
-            assert words & syn.class_words(t.wording_class), t.clip.text
-        if t.label in syn.KEPT_EMOTIONAL:
+            assert words & vocabulary.class_words(t.wording_class), t.clip.text
+        if t.label in vocabulary.KEPT_EMOTIONAL:
             assert (t.wording_class == t.label) == (t.mode in ("both", "wording"))
             assert (t.prosody_class == t.label) == (t.mode in ("both", "prosody"))
         if t.label in ("neu", "oth"):
@@ -206,7 +207,7 @@ def test_emotion_carriers_follow_the_documented_rules():
 def test_prosody_is_audible_in_the_files(corpus_tiny):
     """Loudness and speaking rate measured on the written wavs follow the class."""
     stats = collections.defaultdict(list)
-    for t in syn.plan_iemocap(size=TINY, seed=0):
+    for t in plans.plan_iemocap(size=TINY, seed=0):
         wav, _ = sf.read(str(corpus_tiny / t.clip.path))
         speech = wav[np.abs(wav) > 0.01]
         n_words = len(re.findall(r"[A-Za-z']+", t.clip.text))
@@ -219,10 +220,10 @@ def test_prosody_is_audible_in_the_files(corpus_tiny):
 
 def test_generation_is_deterministic(corpus_tiny, tmp_path):
     # Rendered after everything else in this process: eSpeak state must not leak.
-    syn.generate(out_dir=tmp_path / "again", size="tiny", seed=0, workers=1, progress=False)
+    writer.generate(out_dir=tmp_path / "again", size="tiny", seed=0, workers=1, progress=False)
     for corpus in ("LibriSpeech", "IEMOCAP_full_release"):
         assert _digest(tmp_path / "again" / corpus) == _digest(corpus_tiny / corpus)
-    syn.generate(
+    writer.generate(
         out_dir=tmp_path / "other",
         size="tiny",
         seed=1,
@@ -236,7 +237,7 @@ def test_generation_is_deterministic(corpus_tiny, tmp_path):
 
 
 def test_worker_processes_give_the_same_files(corpus_tiny, tmp_path):
-    syn.generate(
+    writer.generate(
         out_dir=tmp_path, size="tiny", seed=0, corpora=["iemocap"], workers=2, progress=False
     )
     assert _digest(tmp_path / "IEMOCAP_full_release") == _digest(
@@ -274,7 +275,7 @@ def test_a_folder_not_made_by_synth_is_never_deleted(tmp_path):
     real.mkdir(parents=True)
     (real / "keep.txt").write_text("a real corpus")
     with pytest.raises(FileExistsError, match="not generated by qieemo synth"):
-        syn.generate(
+        writer.generate(
             out_dir=tmp_path, size="tiny", corpora=["librispeech"], overwrite=True, progress=False
         )
     assert (real / "keep.txt").read_text() == "a real corpus"
