@@ -39,7 +39,7 @@ def feature_frames(compute_features: nn.Module, samples: torch.Tensor) -> torch.
     if count is None:
         raise TypeError(
             f"{type(compute_features).__name__} has no num_frames(samples) method: the frame count of "
-            "each clip cannot be told (SpeechBrain's Fbank and Whisper's features have it)"
+            "each clip cannot be told (SpeechBrain's Fbank is counted here; Whisper's features have the method)"
         )
     return compute_features.num_frames(samples)
 

@@ -1,7 +1,15 @@
-"""The package's modules import one another without a cycle, function-level imports included."""
+"""The package's modules import one another without a cycle, function-level imports included;
+frame counts come from each feature extractor (no type switch on one backbone)."""
 
 import ast
 from pathlib import Path
+
+import pytest
+import torch
+from speechbrain.lobes.features import Fbank
+
+from qieemo_sb.encoders.whisper import WhisperFeatures
+from qieemo_sb.features import feature_frames
 
 PACKAGE = Path(__file__).resolve().parents[1] / "qieemo_sb"
 
@@ -63,3 +71,11 @@ def test_no_import_cycle_in_the_package():
 def test_cycle_finder_finds_a_cycle():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_each_feature_extractor_counts_its_frames():
+    samples = torch.tensor([16000, 8001])
+    assert feature_frames(Fbank(), samples).tolist() == [101, 51]
+    assert feature_frames(WhisperFeatures(), samples).tolist() == WhisperFeatures.num_frames(samples).tolist()
+    with pytest.raises(TypeError, match="Linear has no num_frames"):
+        feature_frames(torch.nn.Linear(2, 2), samples)
