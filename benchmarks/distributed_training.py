@@ -83,6 +83,7 @@ def main():
                        "--data_folder", str(corpus / "LibriSpeech"), "--output_folder", str(out / "asr"),
                        "--output_neurons", "60", "--precision", precision, *common]
         run(asr_command, ASR, args.threads, processes, args.device)
+        # Stage 2 of every setting starts from the same stage-1 encoder (the first setting's).
         pretrained = pretrained or out / "asr" / "pretrained"
         emotion_command = [sys.executable, "train.py", "hparams/qieemo_tiny.yaml",
                            "--data_folder", str(corpus / "IEMOCAP_full_release"), "--pretrained_asr", str(pretrained),

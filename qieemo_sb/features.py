@@ -35,13 +35,13 @@ def feature_frames(compute_features: nn.Module, samples: torch.Tensor) -> torch.
     if isinstance(compute_features, Fbank):
         hop = compute_features.compute_STFT.hop_length  # in samples
         return torch.div(samples, hop, rounding_mode="floor") + 1
-    count = getattr(type(compute_features), "num_frames", None)
-    if count is None:
+    num_frames = getattr(compute_features, "num_frames", None)
+    if num_frames is None:
         raise TypeError(
             f"{type(compute_features).__name__} has no num_frames(samples) method: the frame count of "
             "each clip cannot be told (SpeechBrain's Fbank is counted here; Whisper's features have the method)"
         )
-    return compute_features.num_frames(samples)
+    return num_frames(samples)
 
 
 def fbank_with_lengths(

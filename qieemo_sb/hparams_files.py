@@ -59,6 +59,12 @@ def yaml_tag(node) -> Optional[str]:
     return tag if tag and tag.startswith("!") else None
 
 
+def _names_a_package(spec: str) -> bool:
+    """Whether an ``!include:`` spec has the ``<package>:<path>`` form."""
+    package, separator, _ = spec.partition(":")
+    return bool(separator) and all(part.isidentifier() for part in package.split("."))
+
+
 def include_path(spec: str, root_dir: Path) -> Path:
     """The file of ``!include:<spec>``: ``<package>:<path>`` inside an installed package, else ``root_dir/spec``.
 
@@ -67,9 +73,9 @@ def include_path(spec: str, root_dir: Path) -> Path:
     >>> include_path("variant.yaml", Path("/recipe/hparams")).as_posix()
     '/recipe/hparams/variant.yaml'
     """
-    package, separator, inner = spec.partition(":")
-    if not separator or not all(part.isidentifier() for part in package.split(".")):
+    if not _names_a_package(spec):
         return root_dir / spec
+    package, _, inner = spec.partition(":")
     found = importlib.util.find_spec(package)
     if found is None or not found.submodule_search_locations:
         raise FileNotFoundError(f"!include:{spec}: '{package}' is not an installed package")
@@ -89,9 +95,10 @@ def _locate_package_includes(node, root_dir: Path) -> None:
 
     HyperPyYAML itself only knows paths relative to the file it reads.
     """
-    target = _include_target(node, root_dir)
-    if target is not None and target != root_dir / yaml_tag(node)[len("!include:"):]:
-        node.yaml_set_ctag(Tag(suffix=f"!include:{target}"))
+    tag = yaml_tag(node) or ""
+    spec = tag[len("!include:"):] if tag.startswith("!include:") else ""
+    if _names_a_package(spec):
+        node.yaml_set_ctag(Tag(suffix=f"!include:{include_path(spec, root_dir)}"))
     children = node.values() if isinstance(node, Mapping) else node if isinstance(node, list) else ()
     for child in children:
         _locate_package_includes(child, root_dir)

@@ -291,7 +291,7 @@ def _noise_seed(seed: int, utt_id: str) -> int:
 
 
 def plan_librispeech(*, size: CorpusSize, seed: int) -> List[LibriUtterance]:
-    """The LibriSpeech utterances that :func:`generate` renders, in order.
+    """The LibriSpeech utterances that :func:`~qieemo_sb.data.synthetic.writer.generate` renders, in order.
 
     Arguments
     ---------
@@ -413,7 +413,7 @@ def _annotations(
 
 
 def plan_iemocap(*, size: CorpusSize, seed: int) -> List[IemocapTurn]:
-    """The IEMOCAP turns that :func:`generate` renders, in order.
+    """The IEMOCAP turns that :func:`~qieemo_sb.data.synthetic.writer.generate` renders, in order.
 
     Arguments
     ---------
