@@ -2,7 +2,8 @@
 
 Each model goes from a 16 kHz waveform to the outputs of all its blocks:
 fbank + normalization + conformer encoder for the Qieemo backbones (random
-weights; speed does not depend on them), and transformers' ``Wav2Vec2Model``
+weights; speed does not depend on them) converted by
+``optimize_for_inference`` (``--kernels``), and transformers' ``Wav2Vec2Model``
 with its default config (the wav2vec2-base architecture of SpeechBrain's
 IEMOCAP recipe, random weights) for the reference. Everything is measured in
 the same run, in eval mode under ``torch.inference_mode``; the script prints
@@ -22,6 +23,7 @@ import time
 import torch
 
 from qieemo_sb.backbones import load_backbone
+from qieemo_sb.cpu_inference import KERNELS, cpu_vendor, optimize_for_inference, resolve_kernels
 
 SAMPLE_RATE = 16000
 
@@ -38,11 +40,13 @@ def median_seconds(function, repeats: int, warmup: int = 2) -> float:
     return statistics.median(times)
 
 
-def qieemo_forward(name: str, device: torch.device):
+def qieemo_forward(name: str, device: torch.device, kernels: str):
     """Returns ``run(wav)`` for a packaged backbone: wav -> all block outputs."""
     backbone = load_backbone(name)
     compute_features, normalize = backbone["compute_features"], backbone["normalize"]
     encoder = backbone["encoder"].to(device).eval()
+    if kernels != "none":
+        optimize_for_inference(encoder, kernels=kernels)
     # The global normalizer has no statistics before it has seen data.
     normalize.to(device).train()
     with torch.no_grad():
@@ -70,16 +74,14 @@ def wav2vec2_forward(device: torch.device):
     return run, sum(p.numel() for p in model.parameters())
 
 
-def device_description(device: str, threads: int) -> str:
+def device_description(device: str, threads: int, kernels: str) -> str:
     """The GPU's name, or the CPU (architecture, maker, torch's kernel capability), its
     threads and which kernel the Qieemo models' linear products take there."""
     if torch.device(device).type == "cuda":
         return torch.cuda.get_device_name(device)
-    from qieemo_sb.encoders import functional
-
-    kernel = "oneDNN" if functional.PREFER_ONEDNN_LINEAR else "torch's (MKL)"
-    return (f"{platform.machine()} {functional.cpu_vendor() or 'unknown maker'} "
-            f"({torch.backends.cpu.get_cpu_capability()}), {threads} threads, Qieemo's linear products: {kernel}")
+    kernel = "plain modules" if kernels == "none" else f"{resolve_kernels(kernels)} (kernels={kernels})"
+    return (f"{platform.machine()} {cpu_vendor() or 'unknown maker'} "
+            f"({torch.backends.cpu.get_cpu_capability()}), {threads} threads, Qieemo's products: {kernel}")
 
 
 def timing_parser(description: str, repeats: bool = True) -> argparse.ArgumentParser:
@@ -90,6 +92,8 @@ def timing_parser(description: str, repeats: bool = True) -> argparse.ArgumentPa
     if repeats:
         parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--kernels", choices=[*KERNELS, "none"], default="auto",
+                        help="optimize_for_inference's kernels for the Qieemo models (none: plain modules)")
     return parser
 
 
@@ -102,11 +106,11 @@ def main():
     device = torch.device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     models = {
-        "backbone 1 (efficient_conformer)": qieemo_forward("efficient_conformer", device),
-        "backbone 2 (conformer)": qieemo_forward("conformer", device),
+        "backbone 1 (efficient_conformer)": qieemo_forward("efficient_conformer", device, args.kernels),
+        "backbone 2 (conformer)": qieemo_forward("conformer", device, args.kernels),
         "wav2vec2-base (reference)": wav2vec2_forward(device),
     }
-    print(f"torch {torch.__version__}, device: {device_description(args.device, args.threads)}, "
+    print(f"torch {torch.__version__}, device: {device_description(args.device, args.threads, args.kernels)}, "
           f"median of {args.repeats}")
     timings = {}
     with torch.inference_mode():

@@ -60,7 +60,7 @@ REFERENCE = "wav2vec2-base (reference)"
 LABELS = ["neu", "hap", "sad", "ang"]
 
 
-def qieemo_classifier(hparams_file: str, device: str, max_chunk=None, overrides=None):
+def qieemo_classifier(hparams_file: str, device: str, kernels: str, max_chunk=None, overrides=None):
     """The recipe's full-size model with random weights, as a QieemoClassifier."""
     from qieemo_sb.hparams_files import load_hparams
     from qieemo_sb.inference import QieemoClassifier
@@ -70,7 +70,8 @@ def qieemo_classifier(hparams_file: str, device: str, max_chunk=None, overrides=
     if hparams["normalize"].count == 0:
         with torch.no_grad():  # random statistics for the random normalizer
             hparams["normalize"].train()(hparams["compute_features"](torch.randn(1, 16000)), torch.ones(1))
-    return QieemoClassifier.from_training_hparams(hparams, run_opts={"device": device}, max_chunk=max_chunk)
+    return QieemoClassifier.from_training_hparams(hparams, run_opts={"device": device}, max_chunk=max_chunk,
+                                                  kernels=None if kernels == "none" else kernels)
 
 
 def save_whisper_base(folder: Path) -> Path:
@@ -86,8 +87,9 @@ def build_model(args):
         return Wav2Vec2Classifier(args.device)
     if args.model in WHISPERS:
         backbone = {"whisper_source": args.whisper_folder, "real_length": WHISPERS[args.model]}
-        return qieemo_classifier("qieemo_whisper.yaml", args.device, args.child_max_chunk, {"backbone": backbone})
-    return qieemo_classifier(CONFORMERS[args.model], args.device, args.child_max_chunk)
+        return qieemo_classifier("qieemo_whisper.yaml", args.device, args.kernels, args.child_max_chunk,
+                                 {"backbone": backbone})
+    return qieemo_classifier(CONFORMERS[args.model], args.device, args.kernels, args.child_max_chunk)
 
 
 class Wav2Vec2Classifier(torch.nn.Module):
@@ -163,7 +165,7 @@ class Worker:
 
     def __init__(self, model: str, args, max_chunk=None):
         command = [sys.executable, __file__, "--child", model, "--threads", str(args.threads),
-                   "--device", args.device, "--whisper-folder", str(args.whisper_folder)]
+                   "--device", args.device, "--kernels", args.kernels, "--whisper-folder", str(args.whisper_folder)]
         if max_chunk:
             command += ["--child-max-chunk", str(max_chunk)]
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -238,7 +240,7 @@ def main():
     args.whisper_folder = save_whisper_base(folder / "whisper_base")
     clips = {f"{d:g}": write_clip(folder / f"clip_{d:g}s.wav", d) for d in args.durations}
     short, long = f"{args.durations[0]:g}", f"{args.durations[-1]:g}"
-    where = device_description(args.device, args.threads)
+    where = device_description(args.device, args.threads, args.kernels)
     print(f"torch {torch.__version__}, device: {where}; {args.turns} turns per model of {args.calls} "
           f"reference and {args.calls} model calls on the {short} s clip, then one on each longer clip")
     runs = {name: (name, None) for name in BACKBONES}

@@ -94,14 +94,12 @@ def forget_derived_tensors(module: torch.nn.Module) -> None:
 
     Example
     -------
-    >>> from qieemo_sb.encoders.subsampling import Conv2dSubsampling
-    >>> frontend = Conv2dSubsampling(input_size=8, d_model=4, num_layers=1, channels=2)
+    >>> layer = torch.nn.Linear(2, 3)
+    >>> layer._derived = {}
     >>> with torch.no_grad():
-    ...     _ = frontend(torch.rand(1, 6, 8), torch.tensor([6]))
-    >>> len(frontend._derived)
-    1
-    >>> forget_derived_tensors(frontend)
-    >>> len(frontend._derived)
+    ...     _ = derived_tensor(layer._derived, "t", [layer.weight], lambda: layer.weight.t().contiguous())
+    >>> forget_derived_tensors(torch.nn.Sequential(layer))
+    >>> len(layer._derived)
     0
     """
     for submodule in module.modules():

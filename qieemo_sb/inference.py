@@ -45,8 +45,7 @@ from speechbrain.dataio.encoder import CategoricalEncoder
 from speechbrain.inference.interfaces import Pretrained
 
 from qieemo_sb.audio import AudioError, load_audio
-from qieemo_sb.encoders import functional
-from qieemo_sb.encoders.attention import RelPositionSelfAttention
+from qieemo_sb.cpu_inference import optimize_for_inference
 from qieemo_sb.features import fbank_with_lengths
 from qieemo_sb.modules.emotion_head import EmotionHeadOutput
 
@@ -55,44 +54,6 @@ from qieemo_sb.modules.emotion_head import EmotionHeadOutput
 MIN_DURATION = 0.25
 #: Default timeline windows (seconds): IEMOCAP turns average 4.5 s.
 TIMELINE_WINDOW, TIMELINE_HOP = 3.0, 1.0
-
-
-def column_major_linear_weights(module: torch.nn.Module) -> int:
-    """Stores every linear-layer weight of ``module`` column-major; returns how many.
-
-    ``nn.Linear`` weights and the relative-position attention's
-    ``in_proj_weight`` keep their values, shapes and ``state_dict``; only
-    their memory order changes. ``F.linear`` multiplies by ``weight.t()``,
-    which is then a contiguous ``[in, out]`` matrix, and MKL's GEMM reads that
-    faster than a transposed one: ``classify_file`` on 5 s, 2 threads, 3 %
-    faster with either backbone (measured in one process, calls alternating;
-    the same layout makes wav2vec2-base 3 % faster too; on an AMD EPYC,
-    within 1 % either way). For inference: :class:`QieemoClassifier` applies
-    it to its modules where the products are MKL's (not where
-    :data:`~qieemo_sb.encoders.functional.PREFER_ONEDNN_LINEAR`: oneDNN's
-    kernel reads row-major weights).
-
-    Example
-    -------
-    >>> layer = torch.nn.Linear(3, 2)
-    >>> before = layer(torch.ones(1, 3))
-    >>> column_major_linear_weights(layer), layer.weight.stride()
-    (1, (1, 2))
-    >>> torch.allclose(layer(torch.ones(1, 3)), before, atol=1e-6)
-    True
-    """
-    count = 0
-    for layer in module.modules():
-        if isinstance(layer, torch.nn.Linear):
-            weight = layer.weight
-        elif isinstance(layer, RelPositionSelfAttention):
-            weight = layer.in_proj_weight
-        else:
-            continue
-        if weight.dim() == 2 and weight.is_contiguous():
-            weight.data = weight.data.t().contiguous().t()
-            count += 1
-    return count
 
 
 def label_encoder_for(labels: Sequence[str]) -> CategoricalEncoder:
@@ -131,12 +92,12 @@ class QieemoClassifier(Pretrained):
     ``normalize``, ``encoder`` and ``head``, a ``label_encoder`` whose classes
     are in the classifier's output order, ``sample_rate``, ``min_duration``,
     ``max_chunk`` (see :meth:`classify_file`) and the timeline defaults
-    ``timeline_window`` and ``timeline_hop`` (seconds). Once built, its
-    linear weights are stored column-major for MKL's products
-    (:func:`column_major_linear_weights`: same values and checkpoint), unless
-    the encoder's products take oneDNN's kernel
-    (:data:`~qieemo_sb.encoders.functional.PREFER_ONEDNN_LINEAR`), which
-    reads them row-major.
+    ``timeline_window`` and ``timeline_hop`` (seconds).
+
+    Once built, its modules are converted to their inference forms
+    (:func:`~qieemo_sb.cpu_inference.optimize_for_inference` with ``kernels``,
+    which ``foreign_class`` and ``from_hparams`` pass on as a keyword): same
+    outputs and checkpoint, faster; ``kernels=None`` keeps the plain modules.
     """
 
     HPARAMS_NEEDED = ["label_encoder", "sample_rate", "min_duration", "max_chunk", "timeline_window", "timeline_hop"]
@@ -148,10 +109,11 @@ class QieemoClassifier(Pretrained):
         hparams: Optional[Dict] = None,
         run_opts: Optional[Dict] = None,
         freeze_params: bool = True,
+        kernels: Optional[str] = "auto",
     ):
         super().__init__(modules=modules, hparams=hparams, run_opts=run_opts, freeze_params=freeze_params)
-        if not functional.PREFER_ONEDNN_LINEAR:
-            column_major_linear_weights(self.mods)
+        if kernels is not None:
+            optimize_for_inference(self.mods, kernels=kernels)
         n_outputs = self.mods.head.classifier.output.w.out_features
         label_encoder = self.hparams.label_encoder
         if len(label_encoder) != n_outputs:
@@ -162,7 +124,11 @@ class QieemoClassifier(Pretrained):
 
     @classmethod
     def from_training_hparams(
-        cls, hparams: Dict, run_opts: Optional[Dict] = None, max_chunk: Optional[float] = None
+        cls,
+        hparams: Dict,
+        run_opts: Optional[Dict] = None,
+        max_chunk: Optional[float] = None,
+        kernels: Optional[str] = "auto",
     ) -> "QieemoClassifier":
         """The classifier made of a loaded recipe YAML's objects, with their current weights.
 
@@ -171,7 +137,8 @@ class QieemoClassifier(Pretrained):
         ``labels`` and ``sample_rate`` are used as they are (random weights
         for speed measurements, or whatever was loaded into them). The
         normalizer must hold statistics (the stage-1 ones, or any).
-        ``max_chunk`` is that of :meth:`classify_file`.
+        ``max_chunk`` is that of :meth:`classify_file`; ``kernels`` that of the
+        class (the modules are converted in place).
         """
         if hparams["normalize"].count == 0:
             raise ValueError(
@@ -188,7 +155,7 @@ class QieemoClassifier(Pretrained):
             "timeline_window": TIMELINE_WINDOW,
             "timeline_hop": TIMELINE_HOP,
         }
-        return cls(modules=modules, hparams=inference_hparams, run_opts=run_opts)
+        return cls(modules=modules, hparams=inference_hparams, run_opts=run_opts, kernels=kernels)
 
     @property
     def labels(self) -> List[str]:

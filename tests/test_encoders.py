@@ -152,51 +152,6 @@ def test_attention_equals_speechbrain_relposmhaxl(query_block):
     assert torch.allclose(attention(x[:1], pos_embs), expected_alone, atol=1e-6)
 
 
-@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs a torch with oneDNN")
-@pytest.mark.parametrize("query_block", [256, 3])
-def test_attention_by_head_on_onednn_equals_relposmhaxl(query_block, monkeypatch):
-    """Long inputs where oneDNN is preferred (the threshold lowered here): the attention
-    core runs per utterance, query block and head as oneDNN products, with RelPosMHAXL's
-    outputs and the batched path's, padded rows included; never in training."""
-    from speechbrain.nnet.attention import RelPosEncXL, RelPosMHAXL
-
-    from qieemo_sb.encoders import attention as attention_module
-    from qieemo_sb.encoders import functional
-
-    torch.manual_seed(0)
-    reference = RelPosMHAXL(embed_dim=16, num_heads=4, dropout=0.0).eval()
-    attention = attention_module.RelPositionSelfAttention(embed_dim=16, num_heads=4, query_block=query_block)
-    attention.load_state_dict(reference.state_dict(), strict=True)
-    attention.eval()
-    x = torch.randn(2, 11, 16)
-    padding = torch.arange(11).unsqueeze(0) >= torch.tensor([[11], [6]])
-    pos_embs = RelPosEncXL(16).make_pe(11)
-    expected, _ = reference(x, x, x, pos_embs=pos_embs, key_padding_mask=padding)
-    with torch.no_grad():
-        batched = attention(x, pos_embs, key_padding_mask=padding)
-    by_head = []
-    attend = attention._attend_by_head
-    monkeypatch.setattr(attention, "_attend_by_head", lambda *args: by_head.append(1) or attend(*args))
-    monkeypatch.setattr(functional, "PREFER_ONEDNN_LINEAR", True)
-    monkeypatch.setattr(attention_module, "ONEDNN_ATTENTION_MIN_FRAMES", 11)
-    with torch.no_grad():
-        got = attention(x, pos_embs, key_padding_mask=padding)
-        alone = attention(x[:1], pos_embs)
-        assert len(by_head) == 2
-        monkeypatch.setattr(attention_module, "ONEDNN_ATTENTION_MIN_FRAMES", 12)  # shorter: batched
-        attention(x, pos_embs)
-    assert len(by_head) == 2
-    valid = ~padding
-    assert torch.allclose(got[valid], expected[valid], atol=1e-6)
-    torch.testing.assert_close(got, batched, atol=1e-6, rtol=1e-5)
-    assert torch.allclose(alone, reference(x[:1], x[:1], x[:1], pos_embs=pos_embs)[0], atol=1e-6)
-    monkeypatch.setattr(attention_module, "ONEDNN_ATTENTION_MIN_FRAMES", 11)
-    attention.train()
-    with torch.no_grad():
-        attention(x, pos_embs)  # training mode: the batched path (attention dropout)
-    assert len(by_head) == 2
-
-
 def test_attention_trains_through_every_parameter():
     from speechbrain.nnet.attention import RelPosEncXL
 
@@ -210,22 +165,9 @@ def test_attention_trains_through_every_parameter():
         RelPositionSelfAttention(embed_dim=10, num_heads=3)
 
 
-@pytest.mark.parametrize("stride", [1, 2])
-def test_convolution_module_equals_conv1d(stride):
-    """The channels-last depthwise path computes the module's own Conv1d."""
-    from qieemo_sb.encoders.convolution import ConvolutionModule
-
-    torch.manual_seed(0)
-    module = ConvolutionModule(d_model=8, kernel_size=5, stride=stride).eval()
-    x = torch.randn(1, 9, 8)
-    glu = torch.nn.functional.glu(module.pointwise_in(module.layer_norm(x)), dim=-1)
-    expected = module.after_conv(module.depthwise(glu.transpose(1, 2)).transpose(1, 2))
-    assert torch.allclose(module(x, torch.tensor([9])), expected, atol=1e-6)
-
-
 def test_feed_forward_equals_the_sequential_it_replaces():
-    """Same checkpoint keys and outputs as Sequential(LayerNorm, PositionalwiseFeedForward,
-    Dropout), in training (out-of-place Swish, same gradients) and in inference (in place)."""
+    """Same checkpoint keys, outputs and gradients as Sequential(LayerNorm,
+    PositionalwiseFeedForward, Dropout)."""
     from qieemo_sb.encoders.conformer_block import FeedForward
 
     torch.manual_seed(0)
@@ -235,92 +177,6 @@ def test_feed_forward_equals_the_sequential_it_replaces():
     x = torch.randn(3, 7, 16, requires_grad=True)
     reference = torch.nn.Sequential.forward(ffn, x)
     assert_same_values_and_gradients(ffn(x), reference, [x, *ffn.parameters()])
-    with torch.inference_mode():
-        torch.testing.assert_close(ffn(x), reference.detach())
-
-
-def test_feed_forward_residual_is_the_blocks_sum():
-    """residual(x, s) = x + s * FFN(x): fused into the output GEMM (values and gradients,
-    a non-contiguous input, inference) and, with output dropout on or under autocast,
-    the plain formula (the same dropout masks)."""
-    from qieemo_sb.encoders.conformer_block import FeedForward
-
-    torch.manual_seed(0)
-    ffn = FeedForward(d_model=16, d_ffn=32, dropout=0.0)
-    x = torch.randn(7, 3, 16).transpose(0, 1).requires_grad_()
-    assert_same_values_and_gradients(ffn.residual(x, 0.5), x + 0.5 * ffn(x), [x, *ffn.parameters()])
-    with torch.inference_mode():
-        torch.testing.assert_close(ffn.eval().residual(x, 0.25), x + 0.25 * ffn(x))
-    ffn = FeedForward(d_model=16, d_ffn=32, dropout=0.5).train()
-    torch.manual_seed(1)
-    with_dropout = ffn.residual(x, 0.5)
-    torch.manual_seed(1)
-    torch.testing.assert_close(with_dropout, x + 0.5 * ffn(x))
-    assert not torch.allclose(with_dropout, x + 0.5 * ffn.eval()(x))
-    ffn[2].train()  # Monte Carlo dropout: the layer's own mode counts
-    assert not torch.allclose(ffn.residual(x, 0.5), ffn.residual(x, 0.5))
-    ffn.eval()
-    with torch.autocast("cpu", dtype=torch.bfloat16):  # mixed precision: the plain sum
-        mixed = ffn.residual(x, 0.5)
-        torch.testing.assert_close(mixed, torch.add(x, ffn(x), alpha=0.5))
-    assert mixed.dtype == torch.float32
-
-
-@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs a torch with oneDNN")
-def test_onednn_products_apply_only_to_float32_cpu_inference_with_row_major_weights(monkeypatch):
-    from qieemo_sb.encoders import functional
-
-    layer = torch.nn.Linear(16, 32)
-    x = torch.randn(3, 16)
-    assert not functional.onednn_linear_applies(x, layer.weight, layer.bias)  # autograd on
-    with torch.inference_mode():
-        assert functional.onednn_linear_applies(x, layer.weight, layer.bias)
-        assert functional.onednn_linear_applies(x, layer.weight)  # no bias
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            assert not functional.onednn_linear_applies(x, layer.weight, layer.bias)
-        assert not functional.onednn_linear_applies(x.double(), layer.weight, layer.bias)
-        assert not functional.onednn_linear_applies(x[0], layer.weight, layer.bias)  # 1-D
-        column_major = layer.weight.t().contiguous().t()
-        assert not functional.onednn_linear_applies(x, column_major, layer.bias)
-        torch.testing.assert_close(functional.linear_product(x, column_major, layer.bias), layer(x))
-        monkeypatch.setattr(functional, "PREFER_ONEDNN_LINEAR", True)
-        with pytest.raises(RuntimeError, match="cannot be multiplied"):  # torch's clear error
-            functional.linear_product(torch.randn(3, 15), layer.weight, layer.bias)
-
-
-@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs a torch with oneDNN")
-@pytest.mark.parametrize("name", ["efficient_conformer_tiny", "conformer_tiny"])
-def test_encoder_products_take_onednn_where_preferred_with_the_same_values(name, monkeypatch):
-    """Where oneDNN is preferred, every linear product of the encoder at inference is one
-    oneDNN call (each feed-forward expansion fused with its SiLU): per block two fused
-    expansions and six plain products (two contractions, the attention's input and output
-    projections, the convolution module's two), and the front-end's projection; the
-    outputs are those of torch's products. With autograd on, or where not preferred,
-    no call is made."""
-    from qieemo_sb.encoders import functional
-
-    torch.manual_seed(0)
-    encoder = load_backbone(name)["encoder"].eval()
-    feats, rel = torch.randn(2, 90, 80), torch.tensor([1.0, 0.7])  # padded: the masked path
-    calls = []
-    onednn = functional._LINEAR_POINTWISE
-    monkeypatch.setattr(functional, "_LINEAR_POINTWISE", lambda *args: calls.append(args[3]) or onednn(*args))
-    monkeypatch.setattr(functional, "PREFER_ONEDNN_LINEAR", False)
-    with torch.no_grad():
-        expected = encoder(feats, rel)
-    assert calls == []
-    monkeypatch.setattr(functional, "PREFER_ONEDNN_LINEAR", True)
-    with torch.no_grad():
-        out = encoder(feats, rel)
-    blocks = len(encoder.blocks)
-    assert calls.count("swish") == 2 * blocks and calls.count("none") == 6 * blocks + 1
-    assert len(calls) == 8 * blocks + 1
-    for got, want in zip(out.hidden_states, expected.hidden_states):
-        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
-    calls.clear()
-    encoder.train()  # autograd (and dropout) on: torch's products, gradients flow
-    encoder(feats, rel).hidden_states[-1].sum().backward()
-    assert calls == [] and encoder.blocks[0].ffn1.expand.weight.grad is not None
 
 
 def test_unpadded_batch_takes_the_mask_free_path_with_the_same_result(encoders):
@@ -346,8 +202,9 @@ def test_unpadded_batch_takes_the_mask_free_path_with_the_same_result(encoders):
 
 @pytest.mark.parametrize("num_layers", [1, 2])
 def test_frontend_projection_reads_the_channel_major_layout(num_layers):
-    """The channels-last convolutions with a permuted projection weight compute the
-    checkpoint's meaning: [B, C, T, F] flattened channel-major, then the projection."""
+    """The checkpoint's meaning: padded frames zeroed before each convolution, [B, C, T, F]
+    flattened channel-major, then the projection; the inference form computes the same."""
+    from qieemo_sb.cpu_inference import optimize_for_inference
     from qieemo_sb.encoders.subsampling import Conv2dSubsampling
 
     torch.manual_seed(0)
@@ -368,7 +225,8 @@ def test_frontend_projection_reads_the_channel_major_layout(num_layers):
     expected, expected_lengths = reference(feats)
     assert torch.equal(out_lengths, expected_lengths)
     assert_same_values_and_gradients(out, expected, [feats, *frontend.parameters()])
-    with torch.inference_mode():  # the kept permuted weight
+    optimize_for_inference(frontend, kernels="default")  # channels-last, the kept permuted weight
+    with torch.inference_mode():
         torch.testing.assert_close(frontend(feats, lengths)[0], expected.detach())
 
 
@@ -383,45 +241,8 @@ def test_attention_reads_the_centre_of_a_longer_position_table():
     exact = attention(x, encoding.make_pe(7))
     for table in (7, 8, 30):
         torch.testing.assert_close(attention(x, encoding.make_pe(table)), exact)
-        with torch.no_grad():  # the kept projection of the whole table
-            torch.testing.assert_close(attention(x, encoding.make_pe(table)), exact.detach())
-            torch.testing.assert_close(attention(x[:, :3], encoding.make_pe(table)),
-                                       attention(x[:, :3], encoding.make_pe(3)))
+        torch.testing.assert_close(attention(x[:, :3], encoding.make_pe(table)),
+                                   attention(x[:, :3], encoding.make_pe(3)))
     for bad in (encoding.make_pe(6), encoding.make_pe(9)[:, 1:]):
         with pytest.raises(ValueError, match=r"pos_embs must be \[1, 2 \* n - 1, 16\] with n >= 7"):
             attention(x, bad)
-
-
-def test_inference_caches_follow_the_weights_and_stay_bounded(monkeypatch):
-    """Under no_grad the encoder keeps one position table and each attention its
-    projection: the outputs equal the exact (training-mode) path, also after the
-    weights change, and nothing is kept beyond MAX_CACHED_POSITIONS frames."""
-    import qieemo_sb.encoders.conformer as conformer_module
-    from qieemo_sb.derived import forget_derived_tensors, held_derived_tensor
-
-    torch.manual_seed(0)
-    encoder = load_backbone("efficient_conformer_tiny")["encoder"].eval()
-    optimizer = torch.optim.SGD(encoder.parameters(), lr=0.1)
-
-    def check(frames):
-        feats = torch.randn(1, frames, 80)
-        exact = encoder(feats, torch.ones(1))  # grad enabled: exact make_pe(time)
-        with torch.no_grad():
-            cached = encoder(feats, torch.ones(1))
-        for block in range(12):
-            torch.testing.assert_close(cached.hidden_states[block], exact.hidden_states[block].detach())
-        return exact
-
-    for frames in (90, 300, 120):
-        exact = check(frames)
-        exact.hidden_states[-1].sum().backward()
-        optimizer.step()  # new weights: every kept projection is stale
-        optimizer.zero_grad()
-    assert held_derived_tensor(encoder._derived, "positions").shape[1] == 2 * 256 - 1  # 150 frames -> 256
-    monkeypatch.setattr(conformer_module, "MAX_CACHED_POSITIONS", 64)
-    monkeypatch.setattr("qieemo_sb.encoders.attention.MAX_CACHED_POSITIONS", 64)
-    forget_derived_tensors(encoder)
-    check(300)  # 150 frames in blocks 1-3: beyond the limit, computed, not kept
-    assert held_derived_tensor(encoder._derived, "positions").shape[1] == 2 * 64 - 1  # blocks 9-12 (38 frames)
-    assert all("positions" not in block.mha._derived for block in encoder.blocks[:8])
-    assert all("positions" in block.mha._derived for block in encoder.blocks[8:])

@@ -11,7 +11,8 @@ import torch
 import torchaudio
 
 from qieemo_sb.audio import AudioError
-from qieemo_sb.encoders import functional
+from qieemo_sb.cpu_inference import INFERENCE_FORMS, resolve_kernels
+from qieemo_sb.cpu_inference import _ONEDNN_LINEAR as ONEDNN_LINEAR_OP
 from qieemo_sb.export import export_emotion_model
 from qieemo_sb.inference import QieemoClassifier
 from qieemo_sb.features import fbank_with_lengths
@@ -305,28 +306,32 @@ def test_full_size_classifiers_build_from_the_recipe_yamls():
                 hparams["compute_features"], hparams["normalize"], wav, torch.ones(1)))).embedding
         classifier = QieemoClassifier.from_training_hparams(hparams, run_opts={"device": "cpu"})
         torch.testing.assert_close(classifier.encode_batch(wav), expected, atol=1e-5, rtol=1e-5)
-        # Linear weights stored column-major for MKL's products, row-major where
-        # oneDNN's kernel reads them: same values, same checkpoint either way.
+        # Converted to the inference forms, linear weights in the layout of the
+        # products' kernel: same values, same checkpoint.
+        assert {type(m) for m in classifier.mods.modules()} >= set(INFERENCE_FORMS.values())
         linears = [m.weight for m in classifier.mods.modules() if isinstance(m, torch.nn.Linear)]
         assert len(linears) > 100
-        assert all(w.is_contiguous() if functional.PREFER_ONEDNN_LINEAR else w.stride() == (1, w.shape[0])
-                   for w in linears)
+        onednn = resolve_kernels("auto") == "onednn"
+        assert all(w.is_contiguous() if onednn else w.stride() == (1, w.shape[0]) for w in linears)
         converted = modules.state_dict()
         assert converted.keys() == state.keys()
         assert all(torch.equal(converted[key], value) for key, value in state.items())
 
 
-@pytest.mark.parametrize("onednn", [True, False])
-def test_weight_layout_follows_the_product_kernel_with_the_brains_predictions(
-        onednn, model_dir, trained_fold, monkeypatch):
-    """Built where oneDNN's products are preferred, the classifier keeps its linear
-    weights row-major (oneDNN's layout), elsewhere column-major (MKL's faster one);
-    either way it predicts what the training Brain did."""
-    monkeypatch.setattr(functional, "PREFER_ONEDNN_LINEAR", onednn)
-    built = QieemoClassifier.from_hparams(source=str(model_dir), run_opts={"device": "cpu"})
+@pytest.mark.parametrize("kernels", [None, "default", "onednn"])
+def test_every_kernel_choice_predicts_what_the_brain_did(kernels, model_dir, trained_fold):
+    """Plain modules (kernels=None) or converted ones with either product kernel, passed
+    as a keyword through from_hparams: linear weights row-major for oneDNN's products,
+    column-major for torch's, and the training Brain's predictions either way."""
+    if kernels == "onednn" and not ONEDNN_LINEAR_OP:
+        pytest.skip("needs a torch with oneDNN's linear op")
+    built = QieemoClassifier.from_hparams(source=str(model_dir), run_opts={"device": "cpu"}, kernels=kernels)
     linears = [m.weight for m in built.mods.modules() if isinstance(m, torch.nn.Linear)]
     assert len(linears) > 50
-    assert all(w.is_contiguous() == onednn for w in linears)
+    if kernels is None:
+        assert not any(isinstance(m, tuple(INFERENCE_FORMS.values())) for m in built.mods.modules())
+    else:
+        assert all(w.is_contiguous() == (kernels == "onednn") for w in linears)
     for wav, label, probabilities in brain_predictions(trained_fold).values():
         out_prob, _, _, text_lab = built.classify_file(wav)
         assert text_lab[0] == label, wav

@@ -6,21 +6,6 @@ from typing import Optional
 import torch
 from torch import nn
 
-from qieemo_sb.derived import derived_tensor
-from qieemo_sb.encoders.functional import linear, linear_product, onednn_product, use_onednn_linear
-
-#: Longest position table (in frames, ``2 n - 1`` rows) whose projection an
-#: attention keeps between calls at inference: 2 MB per block at d_model 256.
-MAX_CACHED_POSITIONS = 1024
-#: Shortest input (frames) whose attention core takes one oneDNN product per
-#: head and query block where the linear products take oneDNN
-#: (:data:`~qieemo_sb.encoders.functional.PREFER_ONEDNN_LINEAR`). Measured on
-#: an AMD EPYC (Zen 5), 2 threads, d_model 256, 4 heads, query blocks of 256:
-#: the module on 1,500 frames in 28.9 ms instead of 51.9, on 750 in 8.7
-#: instead of 10.8; the two attention cores are even at 251 frames, and below
-#: that the batched one is faster (0.33 ms against 0.52 at 126).
-ONEDNN_ATTENTION_MIN_FRAMES = 512
-
 
 class RelPositionSelfAttention(nn.Module):
     """Transformer-XL relative-position self-attention, as SpeechBrain's ``RelPosMHAXL``.
@@ -30,16 +15,15 @@ class RelPositionSelfAttention(nn.Module):
     ``out_proj``, ``linear_pos``, ``pos_bias_u``, ``pos_bias_v``), with the same
     arithmetic (its head layout and its ``1 / sqrt(embed_dim)`` scale), so
     checkpoints load strictly either way and outputs agree to float rounding.
-    What differs is the cost, which is where the time of long clips went:
-    queries are taken in blocks; each block computes only the band of position
-    scores it needs, relative-shifts it by a strided view (no pad-and-copy),
-    and runs content attention, softmax and the value product in one
+    What differs is the cost on long inputs: queries are taken in blocks;
+    each block computes only the band of position scores it needs,
+    relative-shifts it by a strided view (no pad-and-copy), and runs content
+    attention, softmax and the value product in one
     ``scaled_dot_product_attention`` call with the position scores as its
-    additive mask; the key-padding mask is applied only when a batch has
-    padding. The position table may be longer than the input (its centre
-    rows are used): at inference the encoder passes one table for all
-    lengths up to :data:`MAX_CACHED_POSITIONS`, and the attention projects it
-    once and keeps the projection (:mod:`qieemo_sb.derived`).
+    additive mask, so no ``[time, 2 * time - 1]`` score matrix is ever
+    built. The key-padding mask is applied only when a batch has padding.
+    The position table may be longer than the input (its centre rows are
+    used), so one table can serve every length.
 
     Arguments
     ---------
@@ -86,7 +70,6 @@ class RelPositionSelfAttention(nn.Module):
         self.pos_bias_v = nn.Parameter(torch.empty(self.head_dim, num_heads))
         for weight in (self.in_proj_weight, self.pos_bias_u, self.pos_bias_v):
             nn.init.xavier_uniform_(weight)
-        self._derived = {}
 
     @staticmethod
     def _relative_shift(scores: torch.Tensor) -> torch.Tensor:
@@ -129,13 +112,19 @@ class RelPositionSelfAttention(nn.Module):
             ``[batch, time, embed_dim]``.
         """
         batch, time, _ = x.shape
+        query_u, query_v, key, value = self._split_heads(nn.functional.linear(x, self.in_proj_weight))
+        positions = self._projected_positions(pos_embs, time)
+        attended = self._attend(query_u, query_v, key, value, positions, key_padding_mask)
+        return self.out_proj(attended)
+
+    def _split_heads(self, projected: torch.Tensor):
+        """``[batch, time, 3 * embed_dim]`` (``x @ in_proj_weight.T``) -> per-head
+        ``query_u``, ``query_v`` (biased, ``query_v`` scaled), ``key``, ``value``,
+        each ``[batch, heads, time, head_dim]``."""
+        batch, time, _ = projected.shape
         heads, head_dim = self.num_heads, self.head_dim
         # RelPosMHAXL's layout: per head, [q | k | v] are adjacent in in_proj.
-        query, key, value = (
-            linear_product(x, self.in_proj_weight)
-            .view(batch, time, heads, 3 * head_dim)
-            .chunk(3, dim=-1)
-        )
+        query, key, value = projected.view(batch, time, heads, 3 * head_dim).chunk(3, dim=-1)
         key, value = key.transpose(1, 2), value.transpose(1, 2)
         query_u = (query + self.pos_bias_u.view(1, 1, heads, head_dim)).transpose(1, 2)
         query_v = (
@@ -143,20 +132,25 @@ class RelPositionSelfAttention(nn.Module):
             .transpose(1, 2)
             .contiguous()
         )
-        positions = self._projected_positions(pos_embs, time)
-        if (
-            not self.training
-            and time >= ONEDNN_ATTENTION_MIN_FRAMES
-            and use_onednn_linear(query_v, positions[0])
-        ):
-            attended = self._attend_by_head(query_u, query_v, key, value, positions, key_padding_mask)
-            return linear(self.out_proj, attended)
+        return query_u, query_v, key, value
+
+    def _attend(
+        self,
+        query_u: torch.Tensor,
+        query_v: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        positions: torch.Tensor,
+        key_padding_mask: Optional[torch.Tensor],
+    ) -> torch.Tensor:
+        """Attention of :meth:`_split_heads`' tensors with the ``[heads, 2 * time - 1,
+        head_dim]`` projected positions: ``[batch, time, embed_dim]`` before ``out_proj``."""
+        batch, _, time, _ = query_u.shape
         padding = None
         if key_padding_mask is not None and key_padding_mask.any():
             padding = key_padding_mask[:, None, None, :]
         # Query rows in blocks: each block needs only the band of positions its
-        # rows see (time + rows - 1 of them), so the position scores never
-        # exist as a [time, 2 * time - 1] matrix (half the work, bounded memory).
+        # rows see (time + rows - 1 of them): half the work, bounded memory.
         attended = []
         for start in range(0, time, self.query_block):
             end = min(time, start + self.query_block)
@@ -177,57 +171,14 @@ class RelPositionSelfAttention(nn.Module):
                 )
             )
         attended = torch.cat(attended, dim=2) if len(attended) > 1 else attended[0]
-        return linear(self.out_proj, attended.transpose(1, 2).reshape(batch, time, -1))
-
-    def _attend_by_head(
-        self,
-        query_u: torch.Tensor,
-        query_v: torch.Tensor,
-        key: torch.Tensor,
-        value: torch.Tensor,
-        positions: torch.Tensor,
-        key_padding_mask: Optional[torch.Tensor],
-    ) -> torch.Tensor:
-        """The attention of :meth:`forward` by oneDNN products, ``[batch, time, embed_dim]``.
-
-        ``query_u``, ``query_v`` (already scaled), ``key`` and ``value`` are ``[batch,
-        heads, time, head_dim]``, ``positions`` the ``[heads, 2 * time - 1,
-        head_dim]`` projected table. For each utterance, query block and head:
-        the position scores of the band, relative-shifted (a view), become the
-        addend of the content product, then a softmax and the value product,
-        written into the head's columns of the output. Inference only (no
-        attention dropout); for long inputs (:data:`ONEDNN_ATTENTION_MIN_FRAMES`),
-        where these products are faster than the batched ones and the
-        fused attention kernel.
-        """
-        batch, heads, time, head_dim = query_u.shape
-        query_u = query_u * self.scale
-        key = key.contiguous()
-        value_columns = value.transpose(2, 3).contiguous()  # [batch, heads, head_dim, time]
-        out = query_u.new_empty(batch, time, heads * head_dim)
-        for utterance in range(batch):
-            padding = None
-            if key_padding_mask is not None and key_padding_mask[utterance].any():
-                padding = key_padding_mask[utterance]
-            for start in range(0, time, self.query_block):
-                end = min(time, start + self.query_block)
-                for head in range(heads):
-                    band = positions[head, time - end : 2 * time - 1 - start]
-                    position_scores = self._relative_shift(
-                        onednn_product(query_v[utterance, head, start:end], band)[None, None]
-                    )[0, 0]
-                    if padding is not None:
-                        position_scores = position_scores.masked_fill(padding, float("-inf"))
-                    scores = onednn_product(
-                        query_u[utterance, head, start:end], key[utterance, head], addend=position_scores
-                    )
-                    out[utterance, start:end, head * head_dim : (head + 1) * head_dim] = onednn_product(
-                        scores.softmax(-1), value_columns[utterance, head]
-                    )
-        return out
+        return attended.transpose(1, 2).reshape(batch, time, -1)
 
     def _projected_positions(self, pos_embs: torch.Tensor, time: int) -> torch.Tensor:
         """``[heads, 2 * time - 1, head_dim]``: ``linear_pos`` of the centre rows of ``pos_embs``."""
+        return self._project_positions(pos_embs[:, self._position_centre(pos_embs, time)])
+
+    def _position_centre(self, pos_embs: torch.Tensor, time: int) -> slice:
+        """The ``2 * time - 1`` centre rows of a ``[1, 2 * n - 1, embed_dim]`` table, ``n >= time``."""
         rows = pos_embs.shape[1]
         table = (rows + 1) // 2
         if pos_embs.dim() != 3 or rows % 2 == 0 or table < time:
@@ -235,15 +186,9 @@ class RelPositionSelfAttention(nn.Module):
                 f"pos_embs must be [1, 2 * n - 1, {self.embed_dim}] with n >= {time} "
                 f"(the input's frames), got {tuple(pos_embs.shape)}"
             )
-        centre = slice(table - time, table + time - 1)
+        return slice(table - time, table + time - 1)
 
-        def project(embeddings):
-            projected = self.linear_pos(embeddings).view(-1, self.num_heads, self.head_dim)
-            return projected.transpose(0, 1).contiguous()
-
-        if torch.is_grad_enabled() or table > MAX_CACHED_POSITIONS:
-            return project(pos_embs[:, centre])
-        whole = derived_tensor(
-            self._derived, "positions", [self.linear_pos.weight, pos_embs], lambda: project(pos_embs)
-        )
-        return whole[:, centre]
+    def _project_positions(self, pos_embs: torch.Tensor) -> torch.Tensor:
+        """``[1, rows, embed_dim]`` -> ``[heads, rows, head_dim]`` by ``linear_pos``."""
+        projected = self.linear_pos(pos_embs).view(-1, self.num_heads, self.head_dim)
+        return projected.transpose(0, 1).contiguous()

@@ -12,8 +12,6 @@ import torch
 from speechbrain.nnet.attention import RelPosEncXL
 from torch import nn
 
-from qieemo_sb.derived import derived_tensor, held_derived_tensor
-from qieemo_sb.encoders.attention import MAX_CACHED_POSITIONS
 from qieemo_sb.encoders.conformer_block import ConformerBlock
 from qieemo_sb.encoders.output import EncoderOutput
 from qieemo_sb.encoders.subsampling import Conv2dSubsampling
@@ -110,7 +108,6 @@ class ConformerEncoder(nn.Module):
             self.subsampling.append(factor)
         self.frame_periods_ms = [f * feature_hop_ms for f in self.subsampling]
         self.d_model = d_model
-        self._derived = {}
 
     def forward(self, feats: torch.Tensor, wav_lens: torch.Tensor) -> EncoderOutput:
         """Encodes a padded batch of features.
@@ -141,22 +138,5 @@ class ConformerEncoder(nn.Module):
         return EncoderOutput(hidden_states, block_lengths, list(self.subsampling))
 
     def _position_embeddings(self, time: int, dtype: torch.dtype) -> torch.Tensor:
-        """Relative position embeddings ``[1, 2 * n - 1, d_model]`` for ``time`` frames, ``n >= time``.
-
-        In training, or beyond ``MAX_CACHED_POSITIONS`` frames, ``n = time``.
-        At inference one table serves every length: ``n`` is the longest
-        length seen so far rounded up to a power of two, and the same tensor
-        comes back until a longer input needs a larger one, so that each
-        attention projects it once and keeps the projection.
-        """
-        make_pe = self.positional_encoding.make_pe
-        if torch.is_grad_enabled() or time > MAX_CACHED_POSITIONS:
-            return make_pe(time).to(dtype)
-        held = held_derived_tensor(self._derived, "positions")
-        table = 0 if held is None else (held.shape[1] + 1) // 2
-        if table < time:
-            table = max(64, 1 << (time - 1).bit_length())
-        return derived_tensor(
-            self._derived, "positions", [self.positional_encoding.inv_freq],
-            lambda: make_pe(table).to(dtype), extra_key=(table, dtype),
-        )
+        """Relative position embeddings ``[1, 2 * time - 1, d_model]``."""
+        return self.positional_encoding.make_pe(time).to(dtype)

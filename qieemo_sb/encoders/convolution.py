@@ -6,7 +6,6 @@ import torch
 from speechbrain.nnet.activations import Swish
 from torch import nn
 
-from qieemo_sb.encoders.functional import dropout, layer_norm, linear
 from qieemo_sb.masking import zero_padding
 
 
@@ -73,25 +72,7 @@ class ConvolutionModule(nn.Module):
         ``lengths`` (``[batch]`` valid frame counts of ``x``) marks the frames
         zeroed before the depthwise convolution; None: no frame is padded.
         """
-        out = nn.functional.glu(linear(self.pointwise_in, layer_norm(self.layer_norm, x)), dim=-1)
+        out = nn.functional.glu(self.pointwise_in(self.layer_norm(x)), dim=-1)
         out = zero_padding(out, lengths)
-        # The depthwise conv as a [B, C, 1, T] conv2d in channels-last memory:
-        # [B, T, C] already is that layout, so there is no transpose copy, and
-        # oneDNN's channels-last depthwise kernel is several times faster on
-        # CPU than its Conv1d path (same weights, same result).
-        weight = self.depthwise.weight.unsqueeze(2).contiguous(
-            memory_format=torch.channels_last
-        )
-        out = nn.functional.conv2d(
-            out.transpose(1, 2).unsqueeze(2),
-            weight,
-            self.depthwise.bias,
-            stride=(1, self.depthwise.stride[0]),
-            padding=(0, self.depthwise.padding[0]),
-            groups=self.depthwise.groups,
-        )
-        norm, _, projection, output_dropout = self.after_conv  # the Swish (beta 1) is a SiLU
-        out = layer_norm(norm, out.squeeze(2).transpose(1, 2))
-        # In place only when autograd keeps nothing (SiLU's backward needs its input).
-        out = nn.functional.silu(out, inplace=not out.requires_grad)
-        return dropout(output_dropout, linear(projection, out))
+        out = self.depthwise(out.transpose(1, 2)).transpose(1, 2)
+        return self.after_conv(out)

@@ -3,47 +3,7 @@
 import torch
 from torch import nn
 
-from qieemo_sb.derived import derived_tensor
-from qieemo_sb.encoders.functional import linear_product
 from qieemo_sb.masking import ceil_div, lengths_if_padded, zero_padding
-
-
-def project_frames(x: torch.Tensor, projection: nn.Linear, cache: dict) -> torch.Tensor:
-    """Applies ``projection`` to each frame's ``[channels, features]`` flattened channel-major.
-
-    ``x`` is a ``[batch, channels, time, features]`` convolution output, best
-    in channels-last memory: it is then physically ``[batch, time, features,
-    channels]`` and flattens to feature-major frames with no copy, and
-    ``projection.weight`` (``[out, channels * features]``, channel-major
-    inputs) is used reordered to match; the reordered weight is kept in
-    ``cache`` between calls at inference (:mod:`qieemo_sb.derived`).
-    Returns ``[batch, time, out]``, what ``projection(x.permute(0, 2, 1,
-    3).flatten(2))`` gives without copying ``x``.
-
-    Example
-    -------
-    >>> projection = nn.Linear(3 * 5, 2)
-    >>> x = torch.randn(1, 3, 4, 5).contiguous(memory_format=torch.channels_last)
-    >>> torch.allclose(project_frames(x, projection, {}), projection(x.permute(0, 2, 1, 3).flatten(2)), atol=1e-6)
-    True
-    """
-    batch, channels, time, features = x.shape
-    weight = projection.weight
-    if channels * features != weight.shape[1]:
-        raise ValueError(
-            f"frames of {channels} channels x {features} features do not fit a projection "
-            f"of {weight.shape[1]} inputs"
-        )
-
-    def reorder():
-        out = weight.shape[0]
-        reordered = weight.reshape(out, channels, features).transpose(1, 2).reshape(out, channels * features)
-        # In the source's memory order (column-major at inference: QieemoClassifier).
-        return reordered if weight.is_contiguous() else reordered.t().contiguous().t()
-
-    frames = x.permute(0, 2, 3, 1).reshape(batch, time, features * channels)  # a view if channels-last
-    feature_major = derived_tensor(cache, "feature_major_weight", [weight], reorder, extra_key=(channels, features))
-    return linear_product(frames, feature_major, projection.bias)
 
 
 class Conv2dSubsampling(nn.Module):
@@ -55,10 +15,7 @@ class Conv2dSubsampling(nn.Module):
     see alone: a padded batch gives the per-utterance outputs.
 
     The projection reads the last layer's ``[channels, frequency]`` features
-    of each frame flattened channel-major. The convolutions run in
-    channels-last memory, where oneDNN is faster and whose output the
-    projection reads with no copy (:func:`project_frames`): the front-end's
-    output is the largest activation of the encoder.
+    of each frame flattened channel-major.
 
     Arguments
     ---------
@@ -108,7 +65,6 @@ class Conv2dSubsampling(nn.Module):
         self.projection = nn.Linear(channels * out_freq, d_model)
         self.dropout = nn.Dropout(dropout)
         self.subsampling = 2**num_layers
-        self._derived = {}
 
     def forward(self, feats: torch.Tensor, lengths: torch.Tensor):
         """Subsamples the features.
@@ -127,10 +83,14 @@ class Conv2dSubsampling(nn.Module):
         lengths : torch.Tensor
             ``[batch]`` valid output frame counts.
         """
-        x = feats.unsqueeze(-1).permute(0, 3, 1, 2)  # [B, 1, T, F], channels-last strides
+        x = feats.unsqueeze(1)  # [B, 1, T, F]
         mask_lengths = lengths_if_padded(lengths, feats.shape[1])  # None: nothing to zero
         for conv in self.convs:
-            x = torch.relu_(conv(zero_padding(x, mask_lengths, time_dim=2)))
+            x = torch.relu(conv(zero_padding(x, mask_lengths, time_dim=2)))
             lengths = ceil_div(lengths, 2)
             mask_lengths = None if mask_lengths is None else lengths
-        return self.dropout(project_frames(x, self.projection, self._derived)), lengths
+        return self.dropout(self.project(x)), lengths
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """``[batch, channels, time, frequency]`` -> ``[batch, time, d_model]``."""
+        return self.projection(x.transpose(1, 2).flatten(2))

@@ -6,7 +6,6 @@ import torch
 from torch import nn
 
 from qieemo_sb.encoders.output import EncoderOutput
-from qieemo_sb.encoders.subsampling import project_frames
 from qieemo_sb.masking import ceil_div, lengths_if_padded, masked_avg_pool1d, zero_padding
 from qieemo_sb.modules.standardization import FrameStandardization
 
@@ -30,9 +29,7 @@ class MultiBlockFusion(nn.Module):
     fusion).
 
     The projection reads each frame's ``[channels, features]`` flattened
-    channel-major. The convolutions run in channels-last memory (faster in
-    oneDNN), whose output the projection reads with no copy
-    (:func:`~qieemo_sb.encoders.subsampling.project_frames`).
+    channel-major.
 
     Arguments
     ---------
@@ -116,7 +113,6 @@ class MultiBlockFusion(nn.Module):
             in_channels, features = channels, -(-features // f_stride)
         self.dropout = nn.Dropout(dropout)
         self.projection = nn.Linear(in_channels * features, d_emo)
-        self._derived = {}
 
     @property
     def block_weights(self) -> torch.Tensor:
@@ -176,13 +172,19 @@ class MultiBlockFusion(nn.Module):
             ``[batch]`` valid frame counts of E.
         """
         aligned, lengths = self.align(encoder_out)
-        weights = self.block_weights
-        # [B, K, T, D] with channels-last strides (physically [B, T, D, K]).
-        x = torch.stack([w * h for w, h in zip(weights, aligned)], dim=-1).permute(0, 3, 1, 2)
+        x = self.stack_blocks([w * h for w, h in zip(self.block_weights, aligned)])
         mask_lengths = lengths_if_padded(lengths, x.shape[2])  # None: nothing to zero
         for conv, t_stride in zip(self.convs, self.time_strides):
-            x = self.dropout(torch.relu_(conv(zero_padding(x, mask_lengths, time_dim=2))))
+            x = self.dropout(torch.relu(conv(zero_padding(x, mask_lengths, time_dim=2))))
             lengths = ceil_div(lengths, t_stride)
             mask_lengths = None if mask_lengths is None else lengths
-        x = project_frames(x, self.projection, self._derived)
+        x = self.project(x)
         return zero_padding(self.dropout(x), mask_lengths), lengths
+
+    def stack_blocks(self, weighted: List[torch.Tensor]) -> torch.Tensor:
+        """K ``[batch, time, d_model]`` -> ``[batch, K, time, d_model]``, the blocks as channels."""
+        return torch.stack(weighted, dim=1)
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """``[batch, channels, time, features]`` -> ``[batch, time, d_emo]``."""
+        return self.projection(x.transpose(1, 2).flatten(2))
