@@ -12,8 +12,8 @@ import torch
 from qieemo_sb.hparams_files import load_hparams
 from recipe_runs import RECIPE, emotion_args, run
 
-# test_one_fold_learns_above_chance measured validation WA 0.520 and 0.592
-# (majority class 0.328), UA 0.555 and 0.607 (chance 0.25) on 2 CPU cores.
+# test_one_fold_learns_above_chance reaches validation WA 0.52-0.59 (majority class
+# 0.328) and UA 0.55-0.61 (chance 0.25): the margins leave room below that.
 WA_MARGIN, UA_MARGIN = 0.12, 0.15
 TINY_BACKBONE_2 = "!include:qieemo_sb:hparams/backbones/conformer_tiny.yaml"
 
@@ -188,9 +188,8 @@ def test_one_fold_learns_above_chance(learned_fold):
     margin on the validation turns (never trained on) and the held-out session is scored.
 
     The held-out session's WA is printed, not asserted: for this 4-minute model on a barely
-    trained tiny encoder it is not a stable quantity. Measured: 0.385 (2026-11-23, CI machine),
-    0.327 and 0.263 (2026-12-02, Intel Xeon: the same commit, then a change that only moves
-    float rounding), 0.263 again after 8 epochs (epoch 4 still kept); validation UA 0.51-0.61.
+    trained tiny encoder it moves with float rounding alone (0.26-0.39 between machines), while
+    validation UA stays at 0.51-0.61.
     """
     scores = json.loads((learned_fold / "test_metrics.json").read_text())
     epochs = {int(m[1]): (float(m[2]) / 100, float(m[3]) / 100) for m in re.finditer(

@@ -11,8 +11,8 @@ resampled to ``sample_rate`` (16 kHz by default) with a polyphase filter.
 Determinism. eSpeak keeps state across calls, so the same text sounds slightly
 different depending on what was synthesized before: the pitch-flutter phase,
 the "roughness" cycle counter and further static synthesis memories survive
-``espeak_Terminate`` / ``espeak_Initialize`` (measured: ~10% of clips differ
-after a re-initialization). The engine therefore loads a fresh instance of a
+``espeak_Terminate`` / ``espeak_Initialize`` (some clips differ after a
+re-initialization). The engine therefore loads a fresh instance of a
 private copy of the library for every utterance and unloads it afterwards,
 and reseeds eSpeak's noise generator and libc's ``rand`` before each
 utterance. A clip then depends only on its text, voice and prosody: the same
@@ -150,10 +150,10 @@ class _Engine:
     eSpeak keeps synthesis state in static variables (glottal phase, filter
     and peak memories, ...) that neither ``espeak_Terminate`` nor
     ``espeak_Initialize`` resets, so in one library instance the same call
-    gives slightly different samples depending on earlier calls (measured:
-    ~10% of clips differ). Each utterance therefore runs in a freshly loaded
-    copy of the library (a private file, so no other handle in the process
-    keeps it loaded) that is unloaded afterwards: ~10 ms per utterance. A
+    gives slightly different samples depending on earlier calls. Each
+    utterance therefore runs in a freshly loaded copy of the library (a
+    private file, so no other handle in the process keeps it loaded) that is
+    unloaded afterwards. A
     probe at start-up checks this (``reproducible``). Not thread-safe.
     """
 
