@@ -24,8 +24,9 @@ with the middle half of the turns' speed-ups, and "30 s / 5 s" the median
 over turns of the model's 30 s time over its 5 s median in the same turn.
 Times are medians over all calls. Also timed: the backbones with
 ``--max-chunk`` (``classify_file`` encoding long clips in chunks), and with
-``--timeline-minutes``, ``classify_timeline`` on long recordings with its
-peak memory per length (bounded memory: it must not grow with the length).
+``--timeline-minutes``, ``classify_timeline`` on long recordings, in one pass
+and per window, each in a fresh process with its peak memory (bounded memory:
+it must not grow with the length).
 
 Usage::
 
@@ -124,7 +125,7 @@ def serve_model(args):
 
     ``time N PATH``: the seconds of N consecutive ``classify_file`` calls as
     a JSON list (two untimed calls first, the first time a path comes);
-    ``timeline PATH``: ``classify_timeline`` time, windows and peak RSS as
+    ``timeline MODE PATH``: ``classify_timeline`` (``one_pass`` or ``per_window``) time, windows and peak RSS as
     JSON; ``stats``: parameters and peak RSS as JSON.
     """
     torch.set_num_threads(args.threads)
@@ -149,8 +150,9 @@ def serve_model(args):
                 seconds.append(time.perf_counter() - start)
             print(json.dumps(seconds), flush=True)
         elif command == "timeline":
+            mode, _, path = path.partition(" ")
             start = time.perf_counter()
-            segments = model.classify_timeline(path)
+            segments = model.classify_timeline(path, per_window=mode == "per_window")
             print(json.dumps({"seconds": time.perf_counter() - start, "windows": len(segments),
                               "peak_rss_mb": peak_rss_mb()}), flush=True)
         elif command == "stats":
@@ -283,11 +285,13 @@ def main():
 
     for minutes in args.timeline_minutes:
         path = write_clip(folder / f"recording_{minutes:g}min.wav", minutes * 60)
-        model = Worker(next(iter(BACKBONES)), args)
-        timeline = model.json(f"timeline {path}")
-        model.close()
-        print(f"classify_timeline, backbone 1, {minutes:g} min recording: {timeline['windows']} windows "
-              f"in {timeline['seconds']:.1f} s, peak RSS {timeline['peak_rss_mb']:.0f} MB")
+        for mode in ("one_pass", "per_window"):
+            model = Worker(next(iter(BACKBONES)), args)  # a fresh process: its own peak RSS
+            timeline = model.json(f"timeline {mode} {path}")
+            model.close()
+            print(f"classify_timeline ({mode}), backbone 1, {minutes:g} min recording: {timeline['windows']} windows "
+                  f"in {timeline['seconds']:.1f} s ({minutes * 60 / timeline['seconds']:.0f}x real time), "
+                  f"peak RSS {timeline['peak_rss_mb']:.0f} MB")
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ torch.Size([1, 64])
 """
 
 import math
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
@@ -46,8 +47,9 @@ from speechbrain.inference.interfaces import Pretrained
 
 from qieemo_sb.audio import AudioError, load_audio
 from qieemo_sb.cpu_inference import optimize_for_inference
-from qieemo_sb.features import fbank_with_lengths
+from qieemo_sb.features import fbank_with_lengths, feature_frames
 from qieemo_sb.modules.emotion_head import EmotionHeadOutput
+from qieemo_sb.timeline import BlockFrames, chunk_grid, head_input, window_frames, window_starts
 
 #: Shortest clip accepted: a quarter of a second is 3 frames after backbone 1's
 #: 80 ms subsampling, and too little speech to carry an emotion.
@@ -295,14 +297,21 @@ class QieemoClassifier(Pretrained):
         window: Optional[float] = None,
         hop: Optional[float] = None,
         batch_size: int = 8,
+        per_window: bool = False,
+        chunk: float = 20.0,
+        context: float = 2.0,
     ) -> List[EmotionSegment]:
         """An emotion per window of a long recording.
 
         Windows of ``window`` seconds start every ``hop`` seconds; a last
         window ends at the end of the file so that every sample is covered
-        (a file shorter than ``window`` is one window). The file is read one
-        batch of windows at a time, so memory stays at ``batch_size`` windows
-        whatever the file's length.
+        (a file shorter than ``window`` is one window). By default the
+        recording is encoded once, in chunks of ``chunk`` seconds with
+        ``context`` seconds of audio on either side, and each window is
+        classified from the block outputs of its frames
+        (:mod:`qieemo_sb.timeline`); ``per_window=True`` encodes each window
+        alone, as :meth:`classify_batch` would. Either way memory stays
+        bounded whatever the file's length.
 
         Arguments
         ---------
@@ -312,6 +321,10 @@ class QieemoClassifier(Pretrained):
             Seconds; default: the model's ``timeline_window`` and ``timeline_hop``.
         batch_size : int
             Windows classified together.
+        per_window : bool
+            Encode each window on its own.
+        chunk, context : float
+            Seconds encoded at once, and of context on either side.
 
         Returns
         -------
@@ -324,22 +337,30 @@ class QieemoClassifier(Pretrained):
             raise ValueError(f"window is {window} s, below the {self.hparams.min_duration} s minimum")
         if hop <= 0:
             raise ValueError(f"hop must be positive, got {hop}")
-        segments = []
-        for starts, size, rate, wavs in self._read_windows(path, window, hop, batch_size):
-            out_prob, _, _, text_lab = self.classify_batch(wavs)
-            for start, probs, label in zip(starts, out_prob.exp(), text_lab):
-                segments.append(EmotionSegment(
-                    start=start / rate,
-                    end=(start + size) / rate,
-                    label=label,
-                    probabilities=dict(zip(self.labels, probs.tolist())),
-                ))
-        return segments
+        if chunk <= 0 or context < 0:
+            raise ValueError(f"chunk must be positive and context not negative, got {chunk} and {context}")
+        with self._open_audio(path) as (audio, rate, total):
+            size = min(round(window * rate), total)
+            starts = window_starts(total, size, max(1, round(hop * rate)))
+            if per_window:
+                probabilities = self._windows_one_by_one(path, audio, rate, starts, size, batch_size)
+            else:
+                probabilities = self._windows_in_one_pass(path, audio, rate, total, starts, size, batch_size,
+                                                          chunk, context)
+        return [
+            EmotionSegment(
+                start=start / rate,
+                end=(start + size) / rate,
+                label=self.labels[int(probs.argmax())],
+                probabilities=dict(zip(self.labels, probs.tolist())),
+            )
+            for start, probs in zip(starts, probabilities)
+        ]
 
-    def _read_windows(
-        self, path, window: float, hop: float, batch_size: int
-    ) -> Iterator[Tuple[List[int], int, int, torch.Tensor]]:
-        """Yields (start frames, window frames, file rate, ``[n, samples]`` windows at the model's rate)."""
+    @contextmanager
+    def _open_audio(self, path) -> Iterator[Tuple[soundfile.SoundFile, int, int]]:
+        """The open file, its rate and its frame count; a clear error for an unreadable,
+        empty or too short file."""
         try:
             audio = soundfile.SoundFile(str(path))
         except (RuntimeError, soundfile.LibsndfileError) as error:
@@ -353,24 +374,89 @@ class QieemoClassifier(Pretrained):
                     f"{path}: {total / rate:.3f} s of audio is shorter than the "
                     f"{self.hparams.min_duration} s minimum"
                 )
-            size = min(round(window * rate), total)
-            step = max(1, round(hop * rate))
-            starts = list(range(0, total - size + 1, step))
-            if starts[-1] + size < total:
-                starts.append(total - size)
-            for first in range(0, len(starts), batch_size):
-                batch = starts[first:first + batch_size]
-                wavs = []
-                for start in batch:
-                    audio.seek(start)
-                    data = audio.read(size, dtype="float32", always_2d=True)
-                    if not np.isfinite(data).all():
-                        raise AudioError(
-                            f"{path}: NaN or infinite samples in {start / rate:.2f}-{(start + size) / rate:.2f} s"
-                        )
-                    wavs.append(torch.from_numpy(data.mean(axis=1)))
-                wavs = torch.stack(wavs)
-                if rate != self.hparams.sample_rate:
-                    wavs = torchaudio.functional.resample(wavs, orig_freq=rate, new_freq=self.hparams.sample_rate)
-                yield batch, size, rate, wavs
+            yield audio, rate, total
 
+    def _read_span(self, path, audio: soundfile.SoundFile, rate: int, start: int, size: int) -> torch.Tensor:
+        """``[samples]`` mono float32 samples ``start .. start + size`` of the file, at its rate."""
+        audio.seek(start)
+        data = audio.read(size, dtype="float32", always_2d=True)
+        if not np.isfinite(data).all():
+            raise AudioError(f"{path}: NaN or infinite samples in {start / rate:.2f}-{(start + size) / rate:.2f} s")
+        return torch.from_numpy(data.mean(axis=1))
+
+    def _to_model_rate(self, wavs: torch.Tensor, rate: int) -> torch.Tensor:
+        if rate == self.hparams.sample_rate:
+            return wavs
+        return torchaudio.functional.resample(wavs, orig_freq=rate, new_freq=self.hparams.sample_rate)
+
+    def _windows_one_by_one(self, path, audio, rate: int, starts: List[int], size: int,
+                            batch_size: int) -> List[torch.Tensor]:
+        """Each window's class probabilities, each window encoded alone."""
+        probabilities = []
+        for first in range(0, len(starts), batch_size):
+            wavs = torch.stack([self._read_span(path, audio, rate, start, size)
+                                for start in starts[first:first + batch_size]])
+            out_prob, _, _, _ = self.classify_batch(self._to_model_rate(wavs, rate))
+            probabilities.extend(out_prob.exp().cpu())
+        return probabilities
+
+    def _windows_in_one_pass(self, path, audio, rate: int, total: int, starts: List[int], size: int,
+                             batch_size: int, chunk: float, context: float) -> List[torch.Tensor]:
+        """Each window's class probabilities from one encoding of the file (:mod:`qieemo_sb.timeline`)."""
+        model_rate = self.hparams.sample_rate
+        to_model = model_rate / rate
+        features = self.mods.compute_features
+        frames_per_second = int(feature_frames(features, torch.tensor([2 * model_rate]))
+                                - feature_frames(features, torch.tensor([model_rate])))
+        hop = model_rate // frames_per_second
+        with torch.inference_mode():  # the encoder's frame rates, from a short silence
+            subsampling = self.mods.encoder(*fbank_with_lengths(
+                features, self.mods.normalize, torch.zeros(1, model_rate // 2, device=self.device),
+                torch.ones(1, device=self.device))).subsampling
+        periods = [factor * hop for factor in subsampling]
+        grid = math.lcm(*periods)
+        chunk_samples = max(1, round(chunk * model_rate / grid)) * grid
+        context_samples = round(context * model_rate / grid) * grid
+        window_starts_model = [round(start * to_model) for start in starts]
+        window_feature_frames = int(feature_frames(features, torch.tensor([round(size * to_model)])))
+        total_model = round(total * to_model)
+        unbounded = [math.inf] * len(periods)
+        frames = BlockFrames(periods)
+        probabilities, pending = [], list(range(len(starts)))
+        for start, core_start, core_end, end in chunk_grid(total_model, chunk_samples, context_samples):
+            wav = self._read_span(path, audio, rate, round(start / to_model), round((end - start) / to_model))
+            wav = self._to_model_rate(wav.unsqueeze(0), rate)[0]
+            wav = torch.nn.functional.pad(wav, (0, max(0, end - start - wav.shape[0])))[: end - start]
+            last = end == total_model
+            with torch.inference_mode():
+                out = self.mods.encoder(*fbank_with_lengths(
+                    features, self.mods.normalize, wav.unsqueeze(0).to(self.device), torch.ones(1, device=self.device)))
+            kept, firsts = [], []
+            for block, period in enumerate(periods):
+                offset = start // period
+                first = core_start // period - offset
+                stop = int(out.lengths[block][0]) if last else core_end // period - offset
+                kept.append(out.hidden_states[block][0, first:stop])
+                firsts.append(offset + first)
+            frames.append(kept, firsts)
+            limits = frames.end if last else unbounded
+            ready = []
+            while pending:
+                spans = window_frames(window_feature_frames, subsampling, periods, window_starts_model[pending[0]],
+                                      limits)
+                if any(first + count > held for (first, count), held in zip(spans, frames.end)):
+                    break
+                ready.append(spans)
+                pending.pop(0)
+            for first in range(0, len(ready), batch_size):
+                with torch.inference_mode():
+                    logits = self.mods.head(head_input(frames, ready[first:first + batch_size], subsampling)).logits
+                probabilities.extend(torch.softmax(logits, dim=-1).cpu())
+            if pending:
+                next_spans = window_frames(window_feature_frames, subsampling, periods,
+                                           window_starts_model[pending[0]], unbounded)
+                # A few frames more: the last window may still move back at the end.
+                frames.forget_before([max(0, first - 4) for first, _ in next_spans])
+        if pending:
+            raise RuntimeError(f"{path}: windows {pending} were not reached by the encoded chunks")
+        return probabilities

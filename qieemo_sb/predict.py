@@ -4,7 +4,8 @@ One line per file: the file, the predicted class and every class's
 probability. ``--json`` prints one JSON object per line instead (``file``,
 ``label``, ``probabilities``; ``timeline`` with ``--timeline``; ``error`` for a
 file that could not be classified). ``--timeline`` classifies windows of
-``--window`` seconds every ``--hop`` seconds (long recordings). A bad file is
+``--window`` seconds every ``--hop`` seconds (long recordings), from one
+encoding of the file (``--per-window``: each window encoded alone). A bad file is
 reported (naming it) and the others are still classified; the exit code is
 then 1.
 
@@ -33,6 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeline", action="store_true", help="classify windows of each file (long recordings)")
     parser.add_argument("--window", type=float, default=None, help="timeline window, seconds (default: the model's)")
     parser.add_argument("--hop", type=float, default=None, help="timeline hop, seconds (default: the model's)")
+    parser.add_argument("--per-window", action="store_true",
+                        help="timeline: encode each window alone instead of the file once")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
 
 
@@ -46,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
     for path in args.files:
         try:
             if args.timeline:
-                segments = classifier.classify_timeline(path, window=args.window, hop=args.hop)
+                segments = classifier.classify_timeline(path, window=args.window, hop=args.hop,
+                                                         per_window=args.per_window)
                 record = {"file": path, "timeline": [segment._asdict() for segment in segments]}
             else:
                 out_prob, _, _, text_lab = classifier.classify_file(path)

@@ -1,6 +1,7 @@
 """Inference: export, foreign_class in a fresh process, bad audio, rates, timeline, CLI."""
 
 import csv
+import math
 import json
 import shutil
 
@@ -188,7 +189,8 @@ def test_any_rate_channels_and_format_give_the_same_answer(classifier, trained_f
 
 def test_timeline_of_two_concatenated_clips_shows_both(learned_fold, tmp_path):
     """Two turns of different emotions, each labelled so alone, by a model that learned (fold 1,
-    small corpus): the timeline's first window is the first turn's label, its last the second's."""
+    small corpus), each window encoded alone: the first window is the first turn's label, the
+    last the second's, with the second turn's probabilities alone."""
     classifier = QieemoClassifier.from_hparams(source=str(export_emotion_model(learned_fold, tmp_path / "model")),
                                                run_opts={"device": "cpu"})
     size = 32000  # 2 s of each turn
@@ -203,14 +205,16 @@ def test_timeline_of_two_concatenated_clips_shows_both(learned_fold, tmp_path):
     first, second = sorted(clips)[:2]
     path = tmp_path / "two_turns.wav"
     sf.write(path, torch.cat([clips[first], clips[second]]).numpy(), 16000)
-    timeline = classifier.classify_timeline(path, window=2.0, hop=1.0)
+    timeline = classifier.classify_timeline(path, window=2.0, hop=1.0, per_window=True)
     assert [(s.start, s.end) for s in timeline] == [(0.0, 2.0), (1.0, 3.0), (2.0, 4.0)]
-    assert timeline[0].label == first and timeline[-1].label == second
+    assert [timeline[0].label, timeline[-1].label] == [first, second]
     alone = classifier.classify_batch(clips[second])[0].exp()[0]
     np.testing.assert_allclose(list(timeline[-1].probabilities.values()), alone.tolist(), atol=1e-5)
 
 
-def test_timeline_covers_the_file_reading_one_batch_of_windows_at_a_time(classifier, tmp_path, monkeypatch):
+def test_timeline_covers_the_file_reading_a_bounded_stretch_at_a_time(classifier, tmp_path, monkeypatch):
+    """Both paths: the same windows, probabilities that sum to 1; per window one read of
+    a window, in one pass one read per chunk and its context, never the whole file."""
     path = tmp_path / "long.wav"
     sf.write(path, 0.1 * np.random.randn(int(7.3 * 8000), 2), 8000)  # 7.3 s, 8 kHz stereo
     reads = []
@@ -221,17 +225,77 @@ def test_timeline_covers_the_file_reading_one_batch_of_windows_at_a_time(classif
         return original_read(self, frames, *args, **kwargs)
 
     monkeypatch.setattr(sf.SoundFile, "read", recording_read)
-    timeline = classifier.classify_timeline(path, window=3.0, hop=1.0, batch_size=2)
-    assert [(s.start, s.end) for s in timeline] == [
-        (0.0, 3.0), (1.0, 4.0), (2.0, 5.0), (3.0, 6.0), (4.0, 7.0), (4.3, 7.3)]
+    windows = [(0.0, 3.0), (1.0, 4.0), (2.0, 5.0), (3.0, 6.0), (4.0, 7.0), (4.3, 7.3)]
+    timeline = classifier.classify_timeline(path, window=3.0, hop=1.0, batch_size=2, per_window=True)
+    assert [(s.start, s.end) for s in timeline] == windows
     assert reads == [24000] * 6  # one window per read, never the whole file
+    assert all(abs(sum(s.probabilities.values()) - 1) < 1e-5 for s in timeline)
+    reads.clear()
+    # Chunks of 2 s with 0.48 s of context (the coarsest frame is 80 ms): 4 reads.
+    timeline = classifier.classify_timeline(path, window=3.0, hop=1.0, batch_size=2, chunk=2.0, context=0.5)
+    assert [(s.start, s.end) for s in timeline] == windows
+    assert reads == [19840, 23680, 23680, 14240]
     assert all(abs(sum(s.probabilities.values()) - 1) < 1e-5 for s in timeline)
 
     short = tmp_path / "short.wav"
     sf.write(short, 0.1 * np.random.randn(12000), 16000)
-    assert [(s.start, s.end) for s in classifier.classify_timeline(short, window=3.0)] == [(0.0, 0.75)]
+    for per_window in (True, False):
+        assert [(s.start, s.end) for s in classifier.classify_timeline(short, window=3.0, per_window=per_window)] \
+            == [(0.0, 0.75)]
     with pytest.raises(ValueError, match="hop must be positive"):
         classifier.classify_timeline(short, hop=0)
+    with pytest.raises(ValueError, match="chunk must be positive"):
+        classifier.classify_timeline(short, chunk=0)
+
+
+def test_one_pass_cuts_each_window_from_the_encoding_of_the_file(classifier, tmp_path, monkeypatch):
+    """One chunk: each window's head input is the file's block outputs at the window's
+    frames (the frame grid of every block); a window that is the whole file is classify_file."""
+    from qieemo_sb.features import fbank_with_lengths
+
+    samples = (0.1 * np.random.default_rng(0).standard_normal(5 * 16000)).astype("float32")
+    path = tmp_path / "five_seconds.wav"
+    sf.write(path, samples, 16000)
+    with torch.inference_mode():
+        whole = classifier.mods.encoder(*fbank_with_lengths(
+            classifier.mods.compute_features, classifier.mods.normalize, torch.from_numpy(samples)[None], torch.ones(1)))
+    seen = []
+    head = classifier.mods.head
+    monkeypatch.setattr(head, "forward", lambda encoder_out: seen.append(encoder_out) or type(head).forward(head, encoder_out))
+    timeline = classifier.classify_timeline(path, window=2.0, hop=1.5)
+    assert [(s.start, s.end) for s in timeline] == [(0.0, 2.0), (1.5, 3.5), (3.0, 5.0)]
+    (cut,) = seen
+    for block, (hidden, lengths) in enumerate(zip(cut.hidden_states, cut.lengths)):
+        period = 160 * whole.subsampling[block]  # samples per frame
+        count = math.ceil(201 / whole.subsampling[block])  # a 2 s window's 201 fbank frames
+        assert lengths.tolist() == [count] * 3
+        for window, start in enumerate([0, 24000, 48000]):
+            first = min(round(start / period), int(whole.lengths[block][0]) - count)
+            # Float rounding only (two calls of the encoder), grown through twelve blocks.
+            torch.testing.assert_close(hidden[window], whole.hidden_states[block][0, first:first + count],
+                                       atol=1e-3, rtol=1e-3)
+    monkeypatch.undo()
+    (only,) = classifier.classify_timeline(path, window=5.0)
+    np.testing.assert_allclose(list(only.probabilities.values()), classifier.classify_file(path)[0].exp()[0].tolist(),
+                               atol=1e-5)
+
+
+def test_one_pass_memory_is_bounded_by_the_chunk_not_the_file(classifier, tmp_path, monkeypatch):
+    from qieemo_sb.timeline import BlockFrames
+
+    path = tmp_path / "minute.wav"
+    sf.write(path, 0.1 * np.random.default_rng(1).standard_normal(60 * 16000).astype("float32"), 16000)
+    held = []
+    original_append = BlockFrames.append
+
+    def recording_append(self, block_frames, starts):
+        original_append(self, block_frames, starts)
+        held.append(max((end - first) * period for first, end, period in zip(self.first, self.end, self.periods)))
+
+    monkeypatch.setattr(BlockFrames, "append", recording_append)
+    timeline = classifier.classify_timeline(path, window=3.0, hop=1.0, chunk=4.0, context=1.0)
+    assert len(timeline) == 58 and len(held) == 15  # 4 s chunks
+    assert max(held) / 16000 <= 4.0 + 3.0 + 0.5  # a chunk, a window not classified yet, rounding
 
 
 def qieemo(*args, cwd=None):
