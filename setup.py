@@ -11,6 +11,7 @@ VERSION = re.search(
     (HERE / "qieemo_sb" / "__init__.py").read_text(),
     re.M,
 ).group(1)
+ONNX = ["onnx>=1.17", "onnxscript>=0.5", "onnxruntime>=1.20"]
 
 setup(
     name="qieemo-sb",
@@ -40,12 +41,15 @@ setup(
         "tqdm>=4.60",
     ],
     extras_require={
-        # The tests cover backbone 3 (Whisper), hence transformers.
-        "dev": ["pytest>=8", "transformers>=5.0"],
+        # The tests cover backbone 3 (Whisper) and ONNX export.
+        "dev": ["pytest>=8", "transformers>=5.0", *ONNX],
         # Backbone 3: a pretrained Whisper encoder from transformers.
         "whisper": ["transformers>=5.0"],
         # The speed reference of benchmarks/: wav2vec2-base from transformers.
-        "bench": ["transformers>=5.0"],
+        "bench": ["transformers>=5.0", *ONNX],
+        # qieemo export --onnx (torch.onnx's exporter needs onnxscript) and
+        # qieemo predict --onnx (onnxruntime only).
+        "onnx": ONNX,
     },
     entry_points={"console_scripts": ["qieemo=qieemo_sb.cli:main"]},
 )

@@ -24,6 +24,7 @@ import torch
 
 from qieemo_sb.backbones import load_backbone
 from qieemo_sb.cpu_inference import KERNELS, cpu_vendor, optimize_for_inference, resolve_kernels
+from qieemo_sb.inference import PRECISIONS
 
 SAMPLE_RATE = 16000
 
@@ -40,13 +41,15 @@ def median_seconds(function, repeats: int, warmup: int = 2) -> float:
     return statistics.median(times)
 
 
-def qieemo_forward(name: str, device: torch.device, kernels: str):
+def qieemo_forward(name: str, device: torch.device, kernels: str, precision: str = "fp32"):
     """Returns ``run(wav)`` for a packaged backbone: wav -> all block outputs."""
     backbone = load_backbone(name)
     compute_features, normalize = backbone["compute_features"], backbone["normalize"]
     encoder = backbone["encoder"].to(device).eval()
     if kernels != "none":
         optimize_for_inference(encoder, kernels=kernels)
+    dtype = PRECISIONS[precision]
+    encoder.to(dtype)
     # The global normalizer has no statistics before it has seen data.
     normalize.to(device).train()
     with torch.no_grad():
@@ -57,7 +60,7 @@ def qieemo_forward(name: str, device: torch.device, kernels: str):
     def run(wav):
         lengths = torch.ones(wav.shape[0], device=device)
         feats = normalize(compute_features(wav), lengths)
-        return encoder(feats, lengths)
+        return encoder(feats.to(dtype), lengths)
 
     return run, sum(p.numel() for p in encoder.parameters())
 
@@ -94,6 +97,8 @@ def timing_parser(description: str, repeats: bool = True) -> argparse.ArgumentPa
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--kernels", choices=[*KERNELS, "none"], default="auto",
                         help="optimize_for_inference's kernels for the Qieemo models (none: plain modules)")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                        help="the Qieemo classifiers' encoder and head in float32 or bfloat16")
     return parser
 
 
@@ -106,11 +111,12 @@ def main():
     device = torch.device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     models = {
-        "backbone 1 (efficient_conformer)": qieemo_forward("efficient_conformer", device, args.kernels),
-        "backbone 2 (conformer)": qieemo_forward("conformer", device, args.kernels),
+        "backbone 1 (efficient_conformer)": qieemo_forward("efficient_conformer", device, args.kernels, args.precision),
+        "backbone 2 (conformer)": qieemo_forward("conformer", device, args.kernels, args.precision),
         "wav2vec2-base (reference)": wav2vec2_forward(device),
     }
     print(f"torch {torch.__version__}, device: {device_description(args.device, args.threads, args.kernels)}, "
+          f"Qieemo in {args.precision}, "
           f"median of {args.repeats}")
     timings = {}
     with torch.inference_mode():

@@ -23,8 +23,9 @@ over turns of (reference median / model median) on the 5 s clip, printed
 with the middle half of the turns' speed-ups, and "30 s / 5 s" the median
 over turns of the model's 30 s time over its 5 s median in the same turn.
 Times are medians over all calls. Also timed: the backbones with
-``--max-chunk`` (``classify_file`` encoding long clips in chunks), and with
-``--timeline-minutes``, ``classify_timeline`` on long recordings, in one pass
+``--max-chunk`` (``classify_file`` encoding long clips in chunks), exported to
+ONNX and run by onnxruntime (float32 and int8 weights; ``--no-onnx``: not),
+and with ``--timeline-minutes``, ``classify_timeline`` on long recordings, in one pass
 and per window, each in a fresh process with its peak memory (bounded memory:
 it must not grow with the length).
 
@@ -61,7 +62,8 @@ REFERENCE = "wav2vec2-base (reference)"
 LABELS = ["neu", "hap", "sad", "ang"]
 
 
-def qieemo_classifier(hparams_file: str, device: str, kernels: str, max_chunk=None, overrides=None):
+def qieemo_classifier(hparams_file: str, device: str, kernels: str, max_chunk=None, overrides=None,
+                      precision: str = "fp32"):
     """The recipe's full-size model with random weights, as a QieemoClassifier."""
     from qieemo_sb.hparams_files import load_hparams
     from qieemo_sb.inference import QieemoClassifier
@@ -72,7 +74,8 @@ def qieemo_classifier(hparams_file: str, device: str, kernels: str, max_chunk=No
         with torch.no_grad():  # random statistics for the random normalizer
             hparams["normalize"].train()(hparams["compute_features"](torch.randn(1, 16000)), torch.ones(1))
     return QieemoClassifier.from_training_hparams(hparams, run_opts={"device": device}, max_chunk=max_chunk,
-                                                  kernels=None if kernels == "none" else kernels)
+                                                  kernels=None if kernels == "none" else kernels,
+                                                  precision=precision)
 
 
 def save_whisper_base(folder: Path) -> Path:
@@ -83,14 +86,36 @@ def save_whisper_base(folder: Path) -> Path:
     return folder
 
 
+class OnnxRun:
+    """A backbone's classifier exported to ONNX, run by onnxruntime (``precision`` fp32 or int8)."""
+
+    def __init__(self, classifier, precision: str, threads: int):
+        from qieemo_sb.onnx_export import OnnxClassifier, export_onnx
+
+        folder = tempfile.mkdtemp(prefix="inference_speed_onnx_")
+        export_onnx(classifier, folder, int8=precision == "int8")
+        self.runner = OnnxClassifier(folder, int8=precision == "int8", threads=threads)
+        self.params = sum(p.numel() for p in classifier.parameters())
+
+    def classify_file(self, path):
+        return self.runner.classify_file(path)
+
+    def parameters(self):
+        return [torch.empty(self.params)]
+
+
 def build_model(args):
     if args.model == REFERENCE:
         return Wav2Vec2Classifier(args.device)
+    if args.child_onnx:
+        plain = qieemo_classifier(CONFORMERS[args.model], "cpu", "none")
+        return OnnxRun(plain, args.child_onnx, args.threads)
     if args.model in WHISPERS:
         backbone = {"whisper_source": args.whisper_folder, "real_length": WHISPERS[args.model]}
         return qieemo_classifier("qieemo_whisper.yaml", args.device, args.kernels, args.child_max_chunk,
-                                 {"backbone": backbone})
-    return qieemo_classifier(CONFORMERS[args.model], args.device, args.kernels, args.child_max_chunk)
+                                 {"backbone": backbone}, precision=args.precision)
+    return qieemo_classifier(CONFORMERS[args.model], args.device, args.kernels, args.child_max_chunk,
+                             precision=args.precision)
 
 
 class Wav2Vec2Classifier(torch.nn.Module):
@@ -165,11 +190,14 @@ def serve_model(args):
 class Worker:
     """A model in its own process (:func:`serve_model`), timed on request."""
 
-    def __init__(self, model: str, args, max_chunk=None):
+    def __init__(self, model: str, args, max_chunk=None, onnx=None):
         command = [sys.executable, __file__, "--child", model, "--threads", str(args.threads),
-                   "--device", args.device, "--kernels", args.kernels, "--whisper-folder", str(args.whisper_folder)]
+                   "--device", args.device, "--kernels", args.kernels, "--precision", args.precision,
+                   "--whisper-folder", str(args.whisper_folder)]
         if max_chunk:
             command += ["--child-max-chunk", str(max_chunk)]
+        if onnx:
+            command += ["--child-onnx", onnx]
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self._read_line()  # "ready": the model is built
 
@@ -229,7 +257,9 @@ def main():
     parser.add_argument("--timeline-minutes", type=float, nargs="*", default=[],
                         help="also time classify_timeline (backbone 1) on recordings this long")
     parser.add_argument("--child", choices=[*BACKBONES, REFERENCE], dest="model", help=argparse.SUPPRESS)
+    parser.add_argument("--no-onnx", action="store_true", help="do not time the ONNX exports")
     parser.add_argument("--child-max-chunk", type=float, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--child-onnx", choices=["fp32", "int8"], default=None, help=argparse.SUPPRESS)
     parser.add_argument("--whisper-folder", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.model:
@@ -242,17 +272,20 @@ def main():
     args.whisper_folder = save_whisper_base(folder / "whisper_base")
     clips = {f"{d:g}": write_clip(folder / f"clip_{d:g}s.wav", d) for d in args.durations}
     short, long = f"{args.durations[0]:g}", f"{args.durations[-1]:g}"
-    where = device_description(args.device, args.threads, args.kernels)
+    where = f"{device_description(args.device, args.threads, args.kernels)}, Qieemo in {args.precision}"
     print(f"torch {torch.__version__}, device: {where}; {args.turns} turns per model of {args.calls} "
           f"reference and {args.calls} model calls on the {short} s clip, then one on each longer clip")
-    runs = {name: (name, None) for name in BACKBONES}
+    runs = {name: (name, None, None) for name in BACKBONES}
     if args.max_chunk:
-        runs.update({f"{name}, max_chunk {args.max_chunk:g} s": (name, args.max_chunk) for name in CONFORMERS})
+        runs.update({f"{name}, max_chunk {args.max_chunk:g} s": (name, args.max_chunk, None) for name in CONFORMERS})
+    if not args.no_onnx:
+        runs.update({f"{name}, ONNX {precision} (onnxruntime)": (name, None, precision)
+                     for name in CONFORMERS for precision in ("fp32", "int8")})
 
     reference = Worker(REFERENCE, args)
     results, reference_turns = {}, []
-    for label, (name, chunk) in runs.items():
-        model = Worker(name, args, max_chunk=chunk)
+    for label, (name, chunk, onnx) in runs.items():
+        model = Worker(name, args, max_chunk=chunk, onnx=onnx)
         turns = turns_of(model, reference, clips, args.turns, args.calls)
         short_medians = [statistics.median(turn[short]) for turn in turns]
         results[label] = {

@@ -38,7 +38,7 @@ def audio_duration(path: Union[str, Path]) -> float:
     return info.frames / info.samplerate
 
 
-def load_audio(path: Union[str, Path], sample_rate: int = 16000) -> torch.Tensor:
+def load_audio(path: Union[str, Path], sample_rate: int = 16000, min_duration: float = 0.0) -> torch.Tensor:
     """Reads ``path`` as a mono float32 ``[samples]`` tensor at ``sample_rate``.
 
     Arguments
@@ -47,6 +47,8 @@ def load_audio(path: Union[str, Path], sample_rate: int = 16000) -> torch.Tensor
         An audio file libsndfile reads (wav, flac, ogg, ...).
     sample_rate : int
         Output rate; other rates are resampled (torchaudio's sinc filter).
+    min_duration : float
+        Shorter audio (seconds) is an :class:`AudioError`.
 
     Returns
     -------
@@ -64,4 +66,7 @@ def load_audio(path: Union[str, Path], sample_rate: int = 16000) -> torch.Tensor
     wav = torch.from_numpy(data.mean(axis=1))
     if rate != sample_rate:
         wav = torchaudio.functional.resample(wav, orig_freq=rate, new_freq=sample_rate)
+    duration = wav.shape[0] / sample_rate
+    if duration < min_duration:
+        raise AudioError(f"{path}: {duration:.3f} s of audio is shorter than the {min_duration} s minimum")
     return wav

@@ -13,6 +13,9 @@ emotion recipe (its resolved ``hyperparams.yaml`` and the checkpoint kept by
         custom_interface.py   re-exports qieemo_sb.inference.QieemoClassifier
         export.json           where it came from, the fold's scores
         README.md             how to use it
+        features.onnx, model.onnx, model.int8.onnx, onnx.json
+                              with ``--onnx``: fbank and model graphs for
+                              onnxruntime (qieemo_sb.onnx_export)
 
 Nothing in the folder names the machine it was made on, so it works the
 same from any path or uploaded to a model hub::
@@ -217,6 +220,7 @@ def export_emotion_model(
     max_chunk: Optional[float] = None,
     timeline_window: float = 3.0,
     timeline_hop: float = 1.0,
+    onnx: bool = False,
 ) -> Path:
     """Writes the inference folder of one trained fold (see the module docstring).
 
@@ -233,6 +237,9 @@ def export_emotion_model(
         many seconds; None (default) encodes whole clips, as in training.
     timeline_window, timeline_hop : float
         Default window and hop (seconds) of ``classify_timeline``.
+    onnx : bool
+        Also write the ONNX graphs (checked against PyTorch by onnxruntime)
+        and ``onnx.json``.
 
     Returns
     -------
@@ -292,6 +299,11 @@ def export_emotion_model(
             "mmf_blocks": list(classifier.mods.head.mmf.blocks),
             "cma": classifier.mods.head.cma is not None,
         }
+        if onnx:
+            from qieemo_sb.onnx_export import export_onnx
+
+            plain = QieemoClassifier.from_hparams(source=str(staging), run_opts={"device": "cpu"}, kernels=None)
+            export_onnx(plain, staging, int8=True)
         (staging / "export.json").write_text(json.dumps(facts, indent=2, default=str), encoding="utf-8")
         (staging / "README.md").write_text(
             MODEL_CARD.format(
@@ -319,13 +331,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="classify_file encodes clips longer than this (seconds) in chunks (default: whole clips)")
     parser.add_argument("--timeline-window", type=float, default=3.0, help="default timeline window, seconds")
     parser.add_argument("--timeline-hop", type=float, default=1.0, help="default timeline hop, seconds")
+    parser.add_argument("--onnx", action="store_true",
+                        help="also write model.onnx and model.int8.onnx for onnxruntime (conformer backbones)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Runs ``qieemo export``; returns the exit code."""
     try:
         out_dir = export_emotion_model(args.run_dir, args.out_dir, overwrite=args.overwrite, max_chunk=args.max_chunk,
-                                       timeline_window=args.timeline_window, timeline_hop=args.timeline_hop)
+                                       timeline_window=args.timeline_window, timeline_hop=args.timeline_hop,
+                                       onnx=args.onnx)
     except (FileNotFoundError, FileExistsError, ValueError) as error:
         print(f"qieemo export: error: {error}", file=sys.stderr)
         return 1

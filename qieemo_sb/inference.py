@@ -48,12 +48,15 @@ from speechbrain.inference.interfaces import Pretrained
 from qieemo_sb.audio import AudioError, load_audio
 from qieemo_sb.cpu_inference import optimize_for_inference
 from qieemo_sb.features import fbank_with_lengths, feature_frames
+from qieemo_sb.encoders.output import EncoderOutput
 from qieemo_sb.modules.emotion_head import EmotionHeadOutput
 from qieemo_sb.timeline import BlockFrames, chunk_grid, head_input, window_frames, window_starts
 
 #: Shortest clip accepted: a quarter of a second is 3 frames after backbone 1's
 #: 80 ms subsampling, and too little speech to carry an emotion.
 MIN_DURATION = 0.25
+#: ``precision`` of :class:`QieemoClassifier` -> dtype of the encoder and the head.
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
 #: Default timeline windows (seconds): IEMOCAP turns average 4.5 s.
 TIMELINE_WINDOW, TIMELINE_HOP = 3.0, 1.0
 
@@ -98,8 +101,10 @@ class QieemoClassifier(Pretrained):
 
     Once built, its modules are converted to their inference forms
     (:func:`~qieemo_sb.cpu_inference.optimize_for_inference` with ``kernels``,
-    which ``foreign_class`` and ``from_hparams`` pass on as a keyword): same
-    outputs and checkpoint, faster; ``kernels=None`` keeps the plain modules.
+    which ``foreign_class`` and ``from_hparams`` pass on as keywords as they
+    do ``precision``): same outputs and checkpoint, faster; ``kernels=None``
+    keeps the plain modules. ``precision="bf16"`` runs the encoder and the
+    head in bfloat16 (features stay float32; outputs are float32).
     """
 
     HPARAMS_NEEDED = ["label_encoder", "sample_rate", "min_duration", "max_chunk", "timeline_window", "timeline_hop"]
@@ -112,10 +117,17 @@ class QieemoClassifier(Pretrained):
         run_opts: Optional[Dict] = None,
         freeze_params: bool = True,
         kernels: Optional[str] = "auto",
+        precision: str = "fp32",
     ):
         super().__init__(modules=modules, hparams=hparams, run_opts=run_opts, freeze_params=freeze_params)
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if kernels is not None:
             optimize_for_inference(self.mods, kernels=kernels)
+        #: dtype of the encoder's and the head's computation
+        self.compute_dtype = PRECISIONS[precision]
+        self.mods.encoder.to(self.compute_dtype)
+        self.mods.head.to(self.compute_dtype)
         n_outputs = self.mods.head.classifier.output.w.out_features
         label_encoder = self.hparams.label_encoder
         if len(label_encoder) != n_outputs:
@@ -131,6 +143,7 @@ class QieemoClassifier(Pretrained):
         run_opts: Optional[Dict] = None,
         max_chunk: Optional[float] = None,
         kernels: Optional[str] = "auto",
+        precision: str = "fp32",
     ) -> "QieemoClassifier":
         """The classifier made of a loaded recipe YAML's objects, with their current weights.
 
@@ -139,8 +152,8 @@ class QieemoClassifier(Pretrained):
         ``labels`` and ``sample_rate`` are used as they are (random weights
         for speed measurements, or whatever was loaded into them). The
         normalizer must hold statistics (the stage-1 ones, or any).
-        ``max_chunk`` is that of :meth:`classify_file`; ``kernels`` that of the
-        class (the modules are converted in place).
+        ``max_chunk`` is that of :meth:`classify_file`; ``kernels`` and
+        ``precision`` those of the class (the modules are converted in place).
         """
         if hparams["normalize"].count == 0:
             raise ValueError(
@@ -157,7 +170,8 @@ class QieemoClassifier(Pretrained):
             "timeline_window": TIMELINE_WINDOW,
             "timeline_hop": TIMELINE_HOP,
         }
-        return cls(modules=modules, hparams=inference_hparams, run_opts=run_opts, kernels=kernels)
+        return cls(modules=modules, hparams=inference_hparams, run_opts=run_opts, kernels=kernels,
+                   precision=precision)
 
     @property
     def labels(self) -> List[str]:
@@ -195,9 +209,13 @@ class QieemoClassifier(Pretrained):
         # inference_mode (cheaper than no_grad: no version counters) makes tensors
         # that cannot enter autograd later, so what leaves here are ordinary copies.
         with torch.inference_mode():
-            feats, feat_lens = fbank_with_lengths(self.mods.compute_features, self.mods.normalize, wavs, wav_lens)
-            out = self.mods.head(self.mods.encoder(feats, feat_lens))
-        return EmotionHeadOutput(*(tensor.clone() for tensor in out))
+            out = self.mods.head(self._encode(wavs, wav_lens))
+        return EmotionHeadOutput(*(tensor.float() for tensor in out))  # float() copies
+
+    def _encode(self, wavs: torch.Tensor, wav_lens: torch.Tensor) -> EncoderOutput:
+        """The encoder's outputs for a padded batch (call under inference mode)."""
+        feats, feat_lens = fbank_with_lengths(self.mods.compute_features, self.mods.normalize, wavs, wav_lens)
+        return self.mods.encoder(feats.to(self.compute_dtype), feat_lens)
 
     def encode_batch(self, wavs: torch.Tensor, wav_lens: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Pooled emotion embeddings (what the classifier reads).
@@ -250,14 +268,7 @@ class QieemoClassifier(Pretrained):
     # ------------------------------------------------------------ files
     def load_audio(self, path: Union[str, Path]) -> torch.Tensor:
         """``[samples]`` mono waveform at the model's rate; errors name the file."""
-        wav = load_audio(path, sample_rate=self.hparams.sample_rate)
-        duration = wav.shape[0] / self.hparams.sample_rate
-        if duration < self.hparams.min_duration:
-            raise AudioError(
-                f"{path}: {duration:.3f} s of audio is shorter than the "
-                f"{self.hparams.min_duration} s minimum"
-            )
-        return wav
+        return load_audio(path, sample_rate=self.hparams.sample_rate, min_duration=self.hparams.min_duration)
 
     def classify_file(self, path: Union[str, Path]):
         """Classifies one audio file; returns :meth:`classify_batch`'s tuple (batch of 1).
@@ -277,7 +288,7 @@ class QieemoClassifier(Pretrained):
             return self.classify_batch(wav.unsqueeze(0))
         embedding = self._chunked_embedding(wav, chunk)
         with torch.inference_mode():
-            logits = self.mods.head.classifier(embedding)
+            logits = self.mods.head.classifier(embedding.to(self.compute_dtype)).float()
         return self._decide(logits.clone())
 
     def _chunked_embedding(self, wav: torch.Tensor, chunk_seconds: float) -> torch.Tensor:
@@ -410,9 +421,8 @@ class QieemoClassifier(Pretrained):
                                 - feature_frames(features, torch.tensor([model_rate])))
         hop = model_rate // frames_per_second
         with torch.inference_mode():  # the encoder's frame rates, from a short silence
-            subsampling = self.mods.encoder(*fbank_with_lengths(
-                features, self.mods.normalize, torch.zeros(1, model_rate // 2, device=self.device),
-                torch.ones(1, device=self.device))).subsampling
+            subsampling = self._encode(torch.zeros(1, model_rate // 2, device=self.device),
+                                       torch.ones(1, device=self.device)).subsampling
         periods = [factor * hop for factor in subsampling]
         grid = math.lcm(*periods)
         chunk_samples = max(1, round(chunk * model_rate / grid)) * grid
@@ -429,8 +439,7 @@ class QieemoClassifier(Pretrained):
             wav = torch.nn.functional.pad(wav, (0, max(0, end - start - wav.shape[0])))[: end - start]
             last = end == total_model
             with torch.inference_mode():
-                out = self.mods.encoder(*fbank_with_lengths(
-                    features, self.mods.normalize, wav.unsqueeze(0).to(self.device), torch.ones(1, device=self.device)))
+                out = self._encode(wav.unsqueeze(0).to(self.device), torch.ones(1, device=self.device))
             kept, firsts = [], []
             for block, period in enumerate(periods):
                 offset = start // period
@@ -451,7 +460,7 @@ class QieemoClassifier(Pretrained):
             for first in range(0, len(ready), batch_size):
                 with torch.inference_mode():
                     logits = self.mods.head(head_input(frames, ready[first:first + batch_size], subsampling)).logits
-                probabilities.extend(torch.softmax(logits, dim=-1).cpu())
+                probabilities.extend(torch.softmax(logits.float(), dim=-1).cpu())
             if pending:
                 next_spans = window_frames(window_feature_frames, subsampling, periods,
                                            window_starts_model[pending[0]], unbounded)

@@ -55,6 +55,8 @@ def relative_to_absolute_lengths(
             f"{tuple(relative_lengths.shape)}"
         )
     lengths = torch.round(relative_lengths.float() * max_len).long()
+    if torch.compiler.is_exporting():  # a traced graph has no host-side check
+        return lengths
     if (lengths < 1).any() or (lengths > max_len).any():
         raise ValueError(
             f"relative lengths {relative_lengths.tolist()} give frame counts "
@@ -80,7 +82,8 @@ def lengths_if_padded(lengths: torch.Tensor, max_len: int) -> Optional[torch.Ten
     """``lengths`` when some sequence is shorter than ``max_len``, else None.
 
     None tells the masking helpers that nothing is padded (one clip at
-    inference): they then skip their masks. One host check per call.
+    inference): they then skip their masks. One host check per call; a graph
+    traced for export (ONNX) always masks.
 
     Example
     -------
@@ -89,6 +92,8 @@ def lengths_if_padded(lengths: torch.Tensor, max_len: int) -> Optional[torch.Ten
     >>> lengths_if_padded(torch.tensor([3, 3]), 3) is None
     True
     """
+    if torch.compiler.is_exporting():
+        return lengths
     return lengths if int(lengths.min()) < max_len else None
 
 
@@ -164,7 +169,7 @@ def masked_avg_pool1d(
             x.transpose(1, 2), factor, factor, ceil_mode=True
         ).transpose(1, 2)
     batch, time, features = x.shape
-    out_time = -(-time // factor)
+    out_time = (time + factor - 1) // factor
     valid = (~lengths_to_padding_mask(lengths, time)).to(x.dtype)
     pad = out_time * factor - time
     summed = torch.nn.functional.pad(x * valid.unsqueeze(-1), (0, 0, 0, pad))

@@ -5,7 +5,10 @@ probability. ``--json`` prints one JSON object per line instead (``file``,
 ``label``, ``probabilities``; ``timeline`` with ``--timeline``; ``error`` for a
 file that could not be classified). ``--timeline`` classifies windows of
 ``--window`` seconds every ``--hop`` seconds (long recordings), from one
-encoding of the file (``--per-window``: each window encoded alone). A bad file is
+encoding of the file (``--per-window``: each window encoded alone).
+``--precision bf16`` runs the encoder and head in bfloat16; ``--onnx`` runs
+the exported ``model.onnx`` in onnxruntime (``--precision int8``:
+``model.int8.onnx``; no timeline). A bad file is
 reported (naming it) and the others are still classified; the exit code is
 then 1.
 
@@ -19,6 +22,8 @@ import argparse
 import json
 import sys
 from typing import Dict
+
+import numpy as np
 
 
 def format_probabilities(probabilities: Dict[str, float]) -> str:
@@ -36,19 +41,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hop", type=float, default=None, help="timeline hop, seconds (default: the model's)")
     parser.add_argument("--per-window", action="store_true",
                         help="timeline: encode each window alone instead of the file once")
+    parser.add_argument("--precision", choices=["fp32", "bf16", "int8"], default="fp32",
+                        help="float32; bfloat16 (PyTorch); int8 weights (with --onnx)")
+    parser.add_argument("--onnx", action="store_true", help="run model.onnx in onnxruntime (export with --onnx)")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Runs ``qieemo predict``; returns 0, or 1 if any file failed."""
     from qieemo_sb.audio import AudioError
-    from qieemo_sb.inference import QieemoClassifier
 
-    classifier = QieemoClassifier.from_hparams(source=args.model_dir, run_opts={"device": args.device})
+    runtime = "onnxruntime" if args.onnx else "PyTorch"
+    problem = {("onnxruntime", "bf16"): "--precision bf16 runs in PyTorch: drop --onnx",
+               ("PyTorch", "int8"): "--precision int8 runs model.int8.onnx: add --onnx"}.get((runtime, args.precision))
+    if args.onnx and args.timeline:
+        problem = "--timeline runs in PyTorch: drop --onnx"
+    if problem:
+        print(f"qieemo predict: error: {problem}", file=sys.stderr)
+        return 2
+    if args.onnx:
+        from qieemo_sb.onnx_export import OnnxClassifier
+
+        try:
+            classifier = OnnxClassifier(args.model_dir, int8=args.precision == "int8")
+        except FileNotFoundError as error:
+            print(f"qieemo predict: error: {error}", file=sys.stderr)
+            return 2
+    else:
+        from qieemo_sb.inference import QieemoClassifier
+
+        classifier = QieemoClassifier.from_hparams(source=args.model_dir, run_opts={"device": args.device},
+                                                   precision=args.precision)
     failed = 0
     for path in args.files:
         try:
-            if args.timeline:
+            if args.onnx:
+                log_probs, label = classifier.classify_file(path)
+                record = {"file": path, "label": label,
+                          "probabilities": dict(zip(classifier.labels, np.exp(log_probs).tolist()))}
+            elif args.timeline:
                 segments = classifier.classify_timeline(path, window=args.window, hop=args.hop,
                                                          per_window=args.per_window)
                 record = {"file": path, "timeline": [segment._asdict() for segment in segments]}

@@ -147,7 +147,7 @@ class RelPositionSelfAttention(nn.Module):
         head_dim]`` projected positions: ``[batch, time, embed_dim]`` before ``out_proj``."""
         batch, _, time, _ = query_u.shape
         padding = None
-        if key_padding_mask is not None and key_padding_mask.any():
+        if key_padding_mask is not None:
             padding = key_padding_mask[:, None, None, :]
         # Query rows in blocks: each block needs only the band of positions its
         # rows see (time + rows - 1 of them): half the work, bounded memory.

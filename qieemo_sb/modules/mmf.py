@@ -148,7 +148,7 @@ class MultiBlockFusion(nn.Module):
             lengths = ceil_div(lengths, factor)
             if target_lengths is None:
                 target_lengths = lengths
-            elif not torch.equal(lengths, target_lengths):
+            elif not torch.compiler.is_exporting() and not torch.equal(lengths, target_lengths):
                 raise ValueError(
                     f"block {i + 1} pools to lengths {lengths.tolist()}, not "
                     f"{target_lengths.tolist()}: the encoder's lengths are "

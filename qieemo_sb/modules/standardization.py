@@ -40,6 +40,9 @@ class FrameStandardization(nn.Module):
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """``[batch, time, features]`` with ``[batch]`` valid lengths -> same shape, zero on padding."""
         valid = ~lengths_to_padding_mask(lengths, x.shape[1])
-        out = x.new_zeros(x.shape)
-        out[valid] = self.norm(x[valid])
-        return out
+        if self.training:  # statistics of the valid frames only
+            out = x.new_zeros(x.shape)
+            out[valid] = self.norm(x[valid])
+            return out
+        # Running statistics act frame by frame: no data-dependent shapes (export).
+        return self.norm(x.transpose(1, 2)).transpose(1, 2) * valid.unsqueeze(-1)
