@@ -23,8 +23,7 @@ import time
 import torch
 
 from qieemo_sb.backbones import load_backbone
-from qieemo_sb.cpu_inference import KERNELS, cpu_vendor, optimize_for_inference, resolve_kernels
-from qieemo_sb.inference import PRECISIONS
+from qieemo_sb.cpu_inference import KERNELS, PRECISIONS, cpu_vendor, optimize_for_inference, resolve_kernels
 
 SAMPLE_RATE = 16000
 
@@ -47,9 +46,9 @@ def qieemo_forward(name: str, device: torch.device, kernels: str, precision: str
     compute_features, normalize = backbone["compute_features"], backbone["normalize"]
     encoder = backbone["encoder"].to(device).eval()
     if kernels != "none":
-        optimize_for_inference(encoder, kernels=kernels)
-    dtype = PRECISIONS[precision]
-    encoder.to(dtype)
+        optimize_for_inference(encoder, kernels=kernels, precision=precision)
+    elif precision != "fp32":
+        raise SystemExit("--precision bf16 needs --kernels other than none")
     # The global normalizer has no statistics before it has seen data.
     normalize.to(device).train()
     with torch.no_grad():
@@ -60,7 +59,7 @@ def qieemo_forward(name: str, device: torch.device, kernels: str, precision: str
     def run(wav):
         lengths = torch.ones(wav.shape[0], device=device)
         feats = normalize(compute_features(wav), lengths)
-        return encoder(feats.to(dtype), lengths)
+        return encoder(feats, lengths)
 
     return run, sum(p.numel() for p in encoder.parameters())
 
@@ -97,8 +96,8 @@ def timing_parser(description: str, repeats: bool = True) -> argparse.ArgumentPa
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--kernels", choices=[*KERNELS, "none"], default="auto",
                         help="optimize_for_inference's kernels for the Qieemo models (none: plain modules)")
-    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
-                        help="the Qieemo classifiers' encoder and head in float32 or bfloat16")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="the Qieemo models' linear products in float32 or bfloat16")
     return parser
 
 
@@ -130,7 +129,7 @@ def main():
                 timings[name, duration] = median_seconds(timed, args.repeats)
 
     reference = "wav2vec2-base (reference)"
-    header = f"| model | params | " + " | ".join(
+    header = "| model | params | " + " | ".join(
         f"{d:g} s clip (ms) | speed-up {d:g} s" for d in args.durations
     ) + " |"
     print(header)

@@ -5,7 +5,8 @@ reference) and in each mode: ``bf16`` (PyTorch, bfloat16), ``onnx`` and
 ``int8`` (onnxruntime, ``model.onnx`` / ``model.int8.onnx``: needs
 ``qieemo export --onnx``). Printed per mode, over all clips and per group of
 clips: how many labels equal the reference's, the largest and the mean
-largest-per-clip |probability| difference.
+largest-per-clip |probability| difference, and the share of the reference's
+most common label (what a constant answer would agree).
 
 Usage::
 
@@ -64,18 +65,20 @@ def main():
             want = np.exp(reference.classify_batch(wav.unsqueeze(0))[0][0].numpy())
             for mode, classify in runners.items():
                 have = np.exp(classify(wav))
-                results[mode][name].append((want.argmax() == have.argmax(), float(np.abs(want - have).max())))
+                results[mode][name].append((want.argmax() == have.argmax(), float(np.abs(want - have).max()),
+                                            int(want.argmax())))
 
     print(f"model: {args.model_dir}")
-    print("| mode | clips | same label | agreement | max abs p difference | mean of per-clip max |")
-    print("|---|---|---|---|---|---|")
+    print("| mode | clips | same label | agreement | max abs p difference | mean of per-clip max | most common label |")
+    print("|---|---|---|---|---|---|---|")
     for mode, by_group in results.items():
         rows = list(by_group.items()) + [("all", [r for rs in by_group.values() for r in rs])]
         for name, pairs in rows:
             same = sum(p[0] for p in pairs)
             diffs = [p[1] for p in pairs]
+            common = max(np.bincount([p[2] for p in pairs])) / len(pairs)
             print(f"| {mode} | {name} ({len(pairs)}) | {same} | {100 * same / len(pairs):.2f} % "
-                  f"| {max(diffs):.4f} | {np.mean(diffs):.4f} |")
+                  f"| {max(diffs):.4f} | {np.mean(diffs):.4f} | {100 * common:.0f} % |")
 
 
 if __name__ == "__main__":

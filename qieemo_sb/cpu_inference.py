@@ -54,6 +54,9 @@ from qieemo_sb.modules.mmf import MultiBlockFusion
 #: Intel, where MKL does not run its widest kernels; torch's elsewhere),
 #: "default" (torch's) and "onednn".
 KERNELS = ("auto", "default", "onednn")
+#: Values of ``precision``: linear products in float32, or in bfloat16 with
+#: float32 results.
+PRECISIONS = ("fp32", "bf16")
 #: Longest position table (frames, ``2 n - 1`` rows) kept between calls: 2 MB
 #: per attention at d_model 256.
 MAX_CACHED_POSITIONS = 1024
@@ -171,23 +174,29 @@ def onednn_product(
 
 
 class LinearKernels:
-    """The linear products of the converted modules: torch's, or oneDNN's where it applies.
+    """The linear products of the converted modules: torch's, oneDNN's where it applies, or bfloat16.
 
     Arguments
     ---------
     onednn : bool
         Take oneDNN's inner product wherever :func:`onednn_linear_applies`.
+    bfloat16 : bool
+        Multiply in bfloat16 (weights cast once and kept), results in float32:
+        the sums, norms and attention around the products stay float32.
 
     Example
     -------
     >>> layer, x = nn.Linear(4, 8), torch.randn(2, 3, 4)
     >>> with torch.no_grad():
     ...     torch.allclose(LinearKernels(onednn=False).linear_silu(x, layer), nn.functional.silu(layer(x)))
+    ...     LinearKernels(onednn=False, bfloat16=True).linear(x, layer).dtype
     True
+    torch.float32
     """
 
-    def __init__(self, onednn: bool):
-        self.onednn = onednn
+    def __init__(self, onednn: bool, bfloat16: bool = False):
+        self.onednn, self.bfloat16 = onednn and not bfloat16, bfloat16
+        self._bfloat16_weights = {}
 
     def applies(self, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> bool:
         """Whether ``x @ weight.T + bias`` takes oneDNN's product."""
@@ -199,6 +208,11 @@ class LinearKernels:
 
     def product(self, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``x @ weight.T + bias``."""
+        if self.bfloat16:
+            half = derived_tensor(self._bfloat16_weights, str(id(weight)), [weight],
+                                  lambda: weight.to(torch.bfloat16))
+            out = nn.functional.linear(x.to(torch.bfloat16), half).to(x.dtype)
+            return out if bias is None else out.add_(bias)
         if self.applies(x, weight, bias):
             return onednn_product(x, weight, bias)
         return nn.functional.linear(x, weight, bias)
@@ -207,19 +221,34 @@ class LinearKernels:
         """``silu(layer(x))``: one oneDNN call, or the product and a SiLU in place."""
         if self.applies(x, layer.weight, layer.bias):
             return _ONEDNN_LINEAR(x, layer.weight, layer.bias, "swish", [], "")
-        return nn.functional.silu(nn.functional.linear(x, layer.weight, layer.bias), inplace=True)
+        return nn.functional.silu(self.product(x, layer.weight, layer.bias), inplace=True)
 
     def residual(self, x: torch.Tensor, hidden: torch.Tensor, layer: nn.Linear, scale: float) -> torch.Tensor:
         """``x + scale * layer(hidden)`` with the sum done by the product: oneDNN's
         fused addend, or torch's GEMM accumulating onto ``x + scale * bias``."""
         weight, bias = layer.weight, layer.bias
-        if not hidden.dtype == x.dtype == weight.dtype:  # autocast: the plain sum
-            return torch.add(x, nn.functional.linear(hidden, weight, bias), alpha=scale)
+        if self.bfloat16 or not hidden.dtype == x.dtype == weight.dtype:  # bfloat16 or autocast: the plain sum
+            return torch.add(x, self.product(hidden, weight, bias), alpha=scale)
         if self.applies(hidden, weight, bias):
             return torch.add(x, onednn_product(hidden, weight, bias), alpha=scale)
         out = torch.add(x, bias, alpha=scale).contiguous()
         out.view(-1, out.shape[-1]).addmm_(hidden.reshape(-1, hidden.shape[-1]), weight.t(), alpha=scale)
         return out
+
+
+class BFloat16Linear(nn.Linear):
+    """``nn.Linear`` whose product runs through its ``kernels`` (bfloat16) at inference.
+
+    What ``precision="bf16"`` makes of the linear layers outside the
+    conformer's inference forms (the head, a Whisper encoder).
+    """
+
+    kernels: LinearKernels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _plain(self):
+            return super().forward(x)
+        return self.kernels.linear(x, self)
 
 
 def _layer_norm(norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
@@ -463,14 +492,16 @@ INFERENCE_FORMS = {
 }
 
 
-def optimize_for_inference(model: nn.Module, kernels: str = "auto") -> nn.Module:
+def optimize_for_inference(model: nn.Module, kernels: str = "auto", precision: str = "fp32") -> nn.Module:
     """Converts ``model``'s layers in place to their inference forms; returns ``model``.
 
     Each module whose exact type is a key of :data:`INFERENCE_FORMS` becomes
     that subclass (same parameters, names and ``state_dict``); convolutions
     of the front-end and of MMF get channels-last weights; linear weights are
     stored column-major for torch's products, row-major for oneDNN's (values
-    unchanged). Calling it again with other ``kernels`` switches the kernels.
+    unchanged). With ``precision="bf16"`` every linear product multiplies in
+    bfloat16 (other ``nn.Linear`` layers become :class:`BFloat16Linear`).
+    Calling it again with other ``kernels`` or ``precision`` switches them.
 
     Arguments
     ---------
@@ -478,14 +509,19 @@ def optimize_for_inference(model: nn.Module, kernels: str = "auto") -> nn.Module
         A trained model (an encoder, a head, or a module holding them).
     kernels : str
         One of :data:`KERNELS` (:func:`resolve_kernels`).
+    precision : str
+        One of :data:`PRECISIONS`.
 
     Returns
     -------
     torch.nn.Module
         ``model`` itself.
     """
-    onednn = resolve_kernels(kernels) == "onednn"
-    linear_kernels = LinearKernels(onednn=onednn)
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    bfloat16 = precision == "bf16"
+    onednn = resolve_kernels(kernels) == "onednn" and not bfloat16
+    linear_kernels = LinearKernels(onednn=onednn, bfloat16=bfloat16)
     for module in model.modules():
         inference_form = INFERENCE_FORMS.get(type(module))
         if inference_form is not None:
@@ -496,6 +532,11 @@ def optimize_for_inference(model: nn.Module, kernels: str = "auto") -> nn.Module
             module._derived.clear()
         if isinstance(module, (InferenceSubsampling, InferenceFusion)):
             module.convs.to(memory_format=torch.channels_last)
+        if type(module) in (nn.Linear, BFloat16Linear):
+            module.__class__ = BFloat16Linear if bfloat16 else nn.Linear
+            module.__dict__.pop("kernels", None)
+            if bfloat16:
+                module.kernels = linear_kernels
     for weight in _linear_weights(model):
         layout = weight.data.contiguous() if onednn else weight.data.t().contiguous().t()
         weight.data = layout  # same values, and checkpoint; only the memory order changes

@@ -55,8 +55,6 @@ from qieemo_sb.timeline import BlockFrames, chunk_grid, head_input, window_frame
 #: Shortest clip accepted: a quarter of a second is 3 frames after backbone 1's
 #: 80 ms subsampling, and too little speech to carry an emotion.
 MIN_DURATION = 0.25
-#: ``precision`` of :class:`QieemoClassifier` -> dtype of the encoder and the head.
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
 #: Default timeline windows (seconds): IEMOCAP turns average 4.5 s.
 TIMELINE_WINDOW, TIMELINE_HOP = 3.0, 1.0
 
@@ -103,8 +101,8 @@ class QieemoClassifier(Pretrained):
     (:func:`~qieemo_sb.cpu_inference.optimize_for_inference` with ``kernels``,
     which ``foreign_class`` and ``from_hparams`` pass on as keywords as they
     do ``precision``): same outputs and checkpoint, faster; ``kernels=None``
-    keeps the plain modules. ``precision="bf16"`` runs the encoder and the
-    head in bfloat16 (features stay float32; outputs are float32).
+    keeps the plain modules. ``precision="bf16"`` multiplies in bfloat16
+    (the linear products; sums, norms, attention and outputs stay float32).
     """
 
     HPARAMS_NEEDED = ["label_encoder", "sample_rate", "min_duration", "max_chunk", "timeline_window", "timeline_hop"]
@@ -120,14 +118,10 @@ class QieemoClassifier(Pretrained):
         precision: str = "fp32",
     ):
         super().__init__(modules=modules, hparams=hparams, run_opts=run_opts, freeze_params=freeze_params)
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if kernels is not None:
-            optimize_for_inference(self.mods, kernels=kernels)
-        #: dtype of the encoder's and the head's computation
-        self.compute_dtype = PRECISIONS[precision]
-        self.mods.encoder.to(self.compute_dtype)
-        self.mods.head.to(self.compute_dtype)
+            optimize_for_inference(self.mods, kernels=kernels, precision=precision)
+        elif precision != "fp32":
+            raise ValueError(f"precision={precision!r} is an inference form: it needs kernels (not None)")
         n_outputs = self.mods.head.classifier.output.w.out_features
         label_encoder = self.hparams.label_encoder
         if len(label_encoder) != n_outputs:
@@ -210,12 +204,12 @@ class QieemoClassifier(Pretrained):
         # that cannot enter autograd later, so what leaves here are ordinary copies.
         with torch.inference_mode():
             out = self.mods.head(self._encode(wavs, wav_lens))
-        return EmotionHeadOutput(*(tensor.float() for tensor in out))  # float() copies
+        return EmotionHeadOutput(*(tensor.clone() for tensor in out))
 
     def _encode(self, wavs: torch.Tensor, wav_lens: torch.Tensor) -> EncoderOutput:
         """The encoder's outputs for a padded batch (call under inference mode)."""
         feats, feat_lens = fbank_with_lengths(self.mods.compute_features, self.mods.normalize, wavs, wav_lens)
-        return self.mods.encoder(feats.to(self.compute_dtype), feat_lens)
+        return self.mods.encoder(feats, feat_lens)
 
     def encode_batch(self, wavs: torch.Tensor, wav_lens: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Pooled emotion embeddings (what the classifier reads).
@@ -288,7 +282,7 @@ class QieemoClassifier(Pretrained):
             return self.classify_batch(wav.unsqueeze(0))
         embedding = self._chunked_embedding(wav, chunk)
         with torch.inference_mode():
-            logits = self.mods.head.classifier(embedding.to(self.compute_dtype)).float()
+            logits = self.mods.head.classifier(embedding)
         return self._decide(logits.clone())
 
     def _chunked_embedding(self, wav: torch.Tensor, chunk_seconds: float) -> torch.Tensor:
@@ -460,7 +454,7 @@ class QieemoClassifier(Pretrained):
             for first in range(0, len(ready), batch_size):
                 with torch.inference_mode():
                     logits = self.mods.head(head_input(frames, ready[first:first + batch_size], subsampling)).logits
-                probabilities.extend(torch.softmax(logits.float(), dim=-1).cpu())
+                probabilities.extend(torch.softmax(logits, dim=-1).cpu())
             if pending:
                 next_spans = window_frames(window_feature_frames, subsampling, periods,
                                            window_starts_model[pending[0]], unbounded)

@@ -277,3 +277,33 @@ def test_linear_weights_take_the_kernels_layout_and_switch_back():
     if cpu_inference._ONEDNN_LINEAR is not None:
         optimize_for_inference(encoder, kernels="onednn")
         assert all(w.is_contiguous() for w in cpu_inference._linear_weights(encoder))
+
+
+def test_bfloat16_products_keep_float32_around_them_and_switch_back():
+    """precision="bf16": same state_dict, every product in bfloat16 (encoder and head, the
+    head's plain Linear layers as BFloat16Linear), float32 outputs within bfloat16's rounding
+    of the float32 model; fp32 again gives the plain outputs; training runs the plain forward."""
+    encoder, head = emotion_model()
+    plain = torch.nn.ModuleList([encoder, head])
+    model = optimize_for_inference(copy.deepcopy(plain), kernels="default", precision="bf16")
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in plain.state_dict().items())
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears and all(type(m) is cpu_inference.BFloat16Linear for m in linears)
+    feats, rel = torch.randn(2, 130, 80), torch.tensor([1.0, 0.7])
+    with torch.inference_mode():
+        want = plain[1](plain[0](feats, rel))
+        have = model[1](model[0](feats, rel))
+        hidden = model[0](feats, rel).hidden_states
+    assert all(h.dtype == torch.float32 for h in hidden) and have.logits.dtype == torch.float32
+    error = (have.embedding - want.embedding).norm() / want.embedding.norm()
+    assert 1e-4 < error < 0.05  # bfloat16 products: rounded, not broken
+    optimize_for_inference(model, kernels="default", precision="fp32")
+    assert not any(type(m) is cpu_inference.BFloat16Linear for m in model.modules())
+    with torch.inference_mode():
+        torch.testing.assert_close(model[1](model[0](feats, rel)).logits, want.logits, atol=1e-5, rtol=1e-4)
+    layer = cpu_inference.BFloat16Linear(8, 4)
+    layer.kernels = LinearKernels(onednn=False, bfloat16=True)
+    x = torch.randn(3, 8)
+    torch.testing.assert_close(layer.train()(x), torch.nn.functional.linear(x, layer.weight, layer.bias))
+    with pytest.raises(ValueError, match="precision must be one of"):
+        optimize_for_inference(model, precision="fp16")
