@@ -177,7 +177,7 @@ def serve_model(args):
         elif command == "timeline":
             mode, _, path = path.partition(" ")
             start = time.perf_counter()
-            segments = model.classify_timeline(path, per_window=mode == "per_window")
+            segments = model.classify_timeline(path, one_pass=mode == "one_pass")
             print(json.dumps({"seconds": time.perf_counter() - start, "windows": len(segments),
                               "peak_rss_mb": peak_rss_mb()}), flush=True)
         elif command == "stats":

@@ -302,7 +302,7 @@ class QieemoClassifier(Pretrained):
         window: Optional[float] = None,
         hop: Optional[float] = None,
         batch_size: int = 8,
-        per_window: bool = False,
+        one_pass: bool = False,
         chunk: float = 20.0,
         context: float = 2.0,
     ) -> List[EmotionSegment]:
@@ -310,12 +310,14 @@ class QieemoClassifier(Pretrained):
 
         Windows of ``window`` seconds start every ``hop`` seconds; a last
         window ends at the end of the file so that every sample is covered
-        (a file shorter than ``window`` is one window). By default the
-        recording is encoded once, in chunks of ``chunk`` seconds with
-        ``context`` seconds of audio on either side, and each window is
-        classified from the block outputs of its frames
-        (:mod:`qieemo_sb.timeline`); ``per_window=True`` encodes each window
-        alone, as :meth:`classify_batch` would. Either way memory stays
+        (a file shorter than ``window`` is one window). Each window is
+        encoded alone and classified as :meth:`classify_batch` would, as the
+        model was trained. ``one_pass=True`` encodes the recording once
+        instead, in chunks of ``chunk`` seconds with ``context`` seconds of
+        audio on either side, and classifies each window from the block
+        outputs of its frames (:mod:`qieemo_sb.timeline`): about
+        ``window / hop`` times less encoding, but each window is then heard
+        in its surroundings, so labels can differ. Either way memory stays
         bounded whatever the file's length.
 
         Arguments
@@ -326,8 +328,8 @@ class QieemoClassifier(Pretrained):
             Seconds; default: the model's ``timeline_window`` and ``timeline_hop``.
         batch_size : int
             Windows classified together.
-        per_window : bool
-            Encode each window on its own.
+        one_pass : bool
+            Encode the recording once and cut the windows from it.
         chunk, context : float
             Seconds encoded at once, and of context on either side.
 
@@ -347,11 +349,11 @@ class QieemoClassifier(Pretrained):
         with self._open_audio(path) as (audio, rate, total):
             size = min(round(window * rate), total)
             starts = window_starts(total, size, max(1, round(hop * rate)))
-            if per_window:
-                probabilities = self._windows_one_by_one(path, audio, rate, starts, size, batch_size)
-            else:
+            if one_pass:
                 probabilities = self._windows_in_one_pass(path, audio, rate, total, starts, size, batch_size,
                                                           chunk, context)
+            else:
+                probabilities = self._windows_one_by_one(path, audio, rate, starts, size, batch_size)
         return [
             EmotionSegment(
                 start=start / rate,

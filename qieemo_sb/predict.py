@@ -4,8 +4,8 @@ One line per file: the file, the predicted class and every class's
 probability. ``--json`` prints one JSON object per line instead (``file``,
 ``label``, ``probabilities``; ``timeline`` with ``--timeline``; ``error`` for a
 file that could not be classified). ``--timeline`` classifies windows of
-``--window`` seconds every ``--hop`` seconds (long recordings), from one
-encoding of the file (``--per-window``: each window encoded alone).
+``--window`` seconds every ``--hop`` seconds (long recordings), each window
+encoded alone (``--one-pass``: the file encoded once, windows cut from it).
 ``--precision bf16`` runs the encoder and head in bfloat16; ``--onnx`` runs
 the exported ``model.onnx`` in onnxruntime (``--precision int8``:
 ``model.int8.onnx``; no timeline). A bad file is
@@ -39,8 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeline", action="store_true", help="classify windows of each file (long recordings)")
     parser.add_argument("--window", type=float, default=None, help="timeline window, seconds (default: the model's)")
     parser.add_argument("--hop", type=float, default=None, help="timeline hop, seconds (default: the model's)")
-    parser.add_argument("--per-window", action="store_true",
-                        help="timeline: encode each window alone instead of the file once")
+    parser.add_argument("--one-pass", action="store_true",
+                        help="timeline: encode the file once and cut the windows from it (faster, in context)")
     parser.add_argument("--precision", choices=["fp32", "bf16", "int8"], default="fp32",
                         help="float32; bfloat16 (PyTorch); int8 weights (with --onnx)")
     parser.add_argument("--onnx", action="store_true", help="run model.onnx in onnxruntime (export with --onnx)")
@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
                           "probabilities": dict(zip(classifier.labels, np.exp(log_probs).tolist()))}
             elif args.timeline:
                 segments = classifier.classify_timeline(path, window=args.window, hop=args.hop,
-                                                         per_window=args.per_window)
+                                                         one_pass=args.one_pass)
                 record = {"file": path, "timeline": [segment._asdict() for segment in segments]}
             else:
                 out_prob, _, _, text_lab = classifier.classify_file(path)

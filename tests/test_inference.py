@@ -227,7 +227,7 @@ def test_timeline_of_two_concatenated_clips_shows_both(learned_fold, tmp_path):
     first, second = sorted(clips)[:2]
     path = tmp_path / "two_turns.wav"
     sf.write(path, torch.cat([clips[first], clips[second]]).numpy(), 16000)
-    timeline = classifier.classify_timeline(path, window=2.0, hop=1.0, per_window=True)
+    timeline = classifier.classify_timeline(path, window=2.0, hop=1.0)
     assert [(s.start, s.end) for s in timeline] == [(0.0, 2.0), (1.0, 3.0), (2.0, 4.0)]
     assert [timeline[0].label, timeline[-1].label] == [first, second]
     alone = classifier.classify_batch(clips[second])[0].exp()[0]
@@ -248,21 +248,22 @@ def test_timeline_covers_the_file_reading_a_bounded_stretch_at_a_time(classifier
 
     monkeypatch.setattr(sf.SoundFile, "read", recording_read)
     windows = [(0.0, 3.0), (1.0, 4.0), (2.0, 5.0), (3.0, 6.0), (4.0, 7.0), (4.3, 7.3)]
-    timeline = classifier.classify_timeline(path, window=3.0, hop=1.0, batch_size=2, per_window=True)
+    timeline = classifier.classify_timeline(path, window=3.0, hop=1.0, batch_size=2)
     assert [(s.start, s.end) for s in timeline] == windows
     assert reads == [24000] * 6  # one window per read, never the whole file
     assert all(abs(sum(s.probabilities.values()) - 1) < 1e-5 for s in timeline)
     reads.clear()
     # Chunks of 2 s with 0.48 s of context (the coarsest frame is 80 ms): 4 reads.
-    timeline = classifier.classify_timeline(path, window=3.0, hop=1.0, batch_size=2, chunk=2.0, context=0.5)
+    timeline = classifier.classify_timeline(path, window=3.0, hop=1.0, batch_size=2, one_pass=True, chunk=2.0,
+                                            context=0.5)
     assert [(s.start, s.end) for s in timeline] == windows
     assert reads == [19840, 23680, 23680, 14240]
     assert all(abs(sum(s.probabilities.values()) - 1) < 1e-5 for s in timeline)
 
     short = tmp_path / "short.wav"
     sf.write(short, 0.1 * np.random.randn(12000), 16000)
-    for per_window in (True, False):
-        assert [(s.start, s.end) for s in classifier.classify_timeline(short, window=3.0, per_window=per_window)] \
+    for one_pass in (False, True):
+        assert [(s.start, s.end) for s in classifier.classify_timeline(short, window=3.0, one_pass=one_pass)] \
             == [(0.0, 0.75)]
     with pytest.raises(ValueError, match="hop must be positive"):
         classifier.classify_timeline(short, hop=0)
@@ -284,7 +285,7 @@ def test_one_pass_cuts_each_window_from_the_encoding_of_the_file(classifier, tmp
     seen = []
     head = classifier.mods.head
     monkeypatch.setattr(head, "forward", lambda encoder_out: seen.append(encoder_out) or type(head).forward(head, encoder_out))
-    timeline = classifier.classify_timeline(path, window=2.0, hop=1.5)
+    timeline = classifier.classify_timeline(path, window=2.0, hop=1.5, one_pass=True)
     assert [(s.start, s.end) for s in timeline] == [(0.0, 2.0), (1.5, 3.5), (3.0, 5.0)]
     (cut,) = seen
     for block, (hidden, lengths) in enumerate(zip(cut.hidden_states, cut.lengths)):
@@ -297,7 +298,7 @@ def test_one_pass_cuts_each_window_from_the_encoding_of_the_file(classifier, tmp
             torch.testing.assert_close(hidden[window], whole.hidden_states[block][0, first:first + count],
                                        atol=1e-3, rtol=1e-3)
     monkeypatch.undo()
-    (only,) = classifier.classify_timeline(path, window=5.0)
+    (only,) = classifier.classify_timeline(path, window=5.0, one_pass=True)
     np.testing.assert_allclose(list(only.probabilities.values()), classifier.classify_file(path)[0].exp()[0].tolist(),
                                atol=1e-5)
 
@@ -315,7 +316,7 @@ def test_one_pass_memory_is_bounded_by_the_chunk_not_the_file(classifier, tmp_pa
         held.append(max((end - first) * period for first, end, period in zip(self.first, self.end, self.periods)))
 
     monkeypatch.setattr(BlockFrames, "append", recording_append)
-    timeline = classifier.classify_timeline(path, window=3.0, hop=1.0, chunk=4.0, context=1.0)
+    timeline = classifier.classify_timeline(path, window=3.0, hop=1.0, one_pass=True, chunk=4.0, context=1.0)
     assert len(timeline) == 58 and len(held) == 15  # 4 s chunks
     assert max(held) / 16000 <= 4.0 + 3.0 + 0.5  # a chunk, a window not classified yet, rounding
 
@@ -345,6 +346,10 @@ def test_predict_cli_lines_json_and_bad_files(model_dir, trained_fold, tmp_path)
     assert result.returncode == 0, result.output
     timeline = json.loads(result.stdout)["timeline"]
     assert timeline[0]["start"] == 0.0 and timeline[0]["end"] == 1.0 and timeline[1]["start"] == 0.5
+    result = qieemo("predict", model_dir, wavs[0], "--timeline", "--window", "1.0", "--hop", "0.5", "--json",
+                    "--one-pass")
+    assert [(w["start"], w["end"]) for w in json.loads(result.stdout)["timeline"]] == \
+        [(w["start"], w["end"]) for w in timeline]
 
 
 def test_export_refuses_what_it_should_not_overwrite(trained_fold, model_dir, tmp_path):
