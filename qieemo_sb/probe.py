@@ -26,7 +26,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 from speechbrain.utils.distributed import ddp_barrier
