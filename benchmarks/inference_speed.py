@@ -95,13 +95,13 @@ class OnnxRun:
         folder = tempfile.mkdtemp(prefix="inference_speed_onnx_")
         export_onnx(classifier, folder, int8=precision == "int8")
         self.runner = OnnxClassifier(folder, int8=precision == "int8", threads=threads)
-        self.params = sum(p.numel() for p in classifier.parameters())
+        self.exported = classifier  # for its parameter count
 
     def classify_file(self, path):
         return self.runner.classify_file(path)
 
     def parameters(self):
-        return [torch.empty(self.params)]
+        return self.exported.parameters()
 
 
 def build_model(args):

@@ -341,7 +341,7 @@ def run(args: argparse.Namespace) -> int:
         out_dir = export_emotion_model(args.run_dir, args.out_dir, overwrite=args.overwrite, max_chunk=args.max_chunk,
                                        timeline_window=args.timeline_window, timeline_hop=args.timeline_hop,
                                        onnx=args.onnx)
-    except (FileNotFoundError, FileExistsError, ValueError) as error:
+    except (FileNotFoundError, FileExistsError, ValueError, ImportError) as error:
         print(f"qieemo export: error: {error}", file=sys.stderr)
         return 1
     print(f"exported {args.run_dir} -> {out_dir}")

@@ -33,6 +33,7 @@ Example
 """
 
 import copy
+import importlib.util
 import json
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple, Union
@@ -188,6 +189,9 @@ def export_onnx(classifier, folder: Union[str, Path], *, int8: bool = False) -> 
     Path
         ``folder / "model.onnx"``.
     """
+    for package in ("onnxscript", "onnxruntime"):
+        if importlib.util.find_spec(package) is None:
+            raise ImportError(f"ONNX export needs {package}: pip install 'qieemo-sb[onnx]'")
     folder = Path(folder)
     graph = _graph_of(classifier)
     compute_features = classifier.mods.compute_features
