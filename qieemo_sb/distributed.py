@@ -17,6 +17,7 @@ Example
 0.5
 """
 
+import gc
 import os
 import socket
 from typing import Dict, Iterator, List, Optional, Sequence
@@ -116,9 +117,15 @@ def environment_for_child_group() -> Dict[str, str]:
 
 
 def end_process_group() -> None:
-    """Waits for every process, then closes the process group: a clean exit under torchrun."""
+    """Waits for every process, then closes the process group: a clean exit under torchrun.
+
+    Delete the Brain first: its DDP wrappers hold the group, and collected
+    here, while Python is fully alive, gloo's threads end cleanly (collected
+    at interpreter exit they can abort the process).
+    """
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
+        gc.collect()
         torch.distributed.destroy_process_group()
 
 

@@ -343,6 +343,7 @@ def main(argv):
         max_key=hparams["keep_best_by"],
         test_loader_kwargs=hparams["test_loader_kwargs"],
     )
+    del brain
     end_process_group()
 
 

@@ -374,6 +374,7 @@ def main(argv):
             normalizer=hparams["normalize"],
             tokenizer=tokenizer,
         )
+    del asr_brain
     end_process_group()
 
 
