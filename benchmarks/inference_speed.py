@@ -92,9 +92,9 @@ class OnnxRun:
     def __init__(self, classifier, precision: str, threads: int):
         from qieemo_sb.onnx_export import OnnxClassifier, export_onnx
 
-        folder = tempfile.mkdtemp(prefix="inference_speed_onnx_")
-        export_onnx(classifier, folder, int8=precision == "int8")
-        self.runner = OnnxClassifier(folder, int8=precision == "int8", threads=threads)
+        self.folder = tempfile.TemporaryDirectory(prefix="inference_speed_onnx_")  # removed with the process
+        export_onnx(classifier, self.folder.name, int8=precision == "int8")
+        self.runner = OnnxClassifier(self.folder.name, int8=precision == "int8", threads=threads)
         self.exported = classifier  # for its parameter count
 
     def classify_file(self, path):
@@ -268,7 +268,8 @@ def main():
     if args.turns < 2 or args.calls < 1:
         parser.error("--turns must be at least 2 (the middle half of the turns' speed-ups) and --calls at least 1")
 
-    folder = Path(tempfile.mkdtemp(prefix="inference_speed_"))
+    temporary = tempfile.TemporaryDirectory(prefix="inference_speed_")  # removed at exit
+    folder = Path(temporary.name)
     args.whisper_folder = save_whisper_base(folder / "whisper_base")
     clips = {f"{d:g}": write_clip(folder / f"clip_{d:g}s.wav", d) for d in args.durations}
     short, long = f"{args.durations[0]:g}", f"{args.durations[-1]:g}"

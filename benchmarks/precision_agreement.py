@@ -15,6 +15,7 @@ Usage::
 """
 
 import argparse
+import csv
 import glob
 
 import numpy as np
@@ -37,8 +38,6 @@ def main():
     for entry in args.clips:
         name, pattern = entry.split("=", 1)
         if pattern.endswith(".csv"):
-            import csv
-
             with open(pattern, newline="") as handle:
                 groups[name] = [row["wav"] for row in csv.DictReader(handle)]
         else:

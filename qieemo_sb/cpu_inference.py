@@ -520,8 +520,8 @@ def optimize_for_inference(model: nn.Module, kernels: str = "auto", precision: s
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     bfloat16 = precision == "bf16"
-    onednn = resolve_kernels(kernels) == "onednn" and not bfloat16
-    linear_kernels = LinearKernels(onednn=onednn, bfloat16=bfloat16)
+    linear_kernels = LinearKernels(onednn=resolve_kernels(kernels) == "onednn", bfloat16=bfloat16)
+    onednn = linear_kernels.onednn  # bfloat16 products are torch's
     for module in model.modules():
         inference_form = INFERENCE_FORMS.get(type(module))
         if inference_form is not None:

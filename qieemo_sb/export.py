@@ -332,7 +332,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeline-window", type=float, default=3.0, help="default timeline window, seconds")
     parser.add_argument("--timeline-hop", type=float, default=1.0, help="default timeline hop, seconds")
     parser.add_argument("--onnx", action="store_true",
-                        help="also write model.onnx and model.int8.onnx for onnxruntime (conformer backbones)")
+                        help="also write the ONNX graphs for onnxruntime (conformer backbones)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -47,8 +47,8 @@ from speechbrain.inference.interfaces import Pretrained
 
 from qieemo_sb.audio import AudioError, load_audio
 from qieemo_sb.cpu_inference import optimize_for_inference
-from qieemo_sb.features import fbank_with_lengths, feature_frames
 from qieemo_sb.encoders.output import EncoderOutput
+from qieemo_sb.features import fbank_with_lengths, feature_frames
 from qieemo_sb.modules.emotion_head import EmotionHeadOutput
 from qieemo_sb.timeline import BlockFrames, chunk_grid, head_input, window_frames, window_starts
 

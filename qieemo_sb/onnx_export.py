@@ -123,18 +123,6 @@ def _graph_of(classifier) -> ClassifierGraph:
     return graph
 
 
-class FeatureGraph(nn.Module):
-    """A classifier's ``compute_features`` on one clip: ``[1, samples] -> [1, frames, n_mels]``."""
-
-    def __init__(self, compute_features: nn.Module):
-        super().__init__()
-        self.compute_features = compute_features
-
-    def forward(self, wav: torch.Tensor) -> torch.Tensor:
-        """``[1, samples]`` waveform -> ``[1, frames, n_mels]`` features."""
-        return self.compute_features(wav)
-
-
 def _test_clips(seconds: Sequence[float], rate: int) -> List[np.ndarray]:
     generator = torch.Generator().manual_seed(0)
     return [(0.1 * torch.randn(int(s * rate), generator=generator)).numpy() for s in seconds]
@@ -197,14 +185,15 @@ def export_onnx(classifier, folder: Union[str, Path], *, int8: bool = False) -> 
     compute_features = classifier.mods.compute_features
     if not isinstance(compute_features, Fbank):
         raise ValueError(f"ONNX export needs SpeechBrain Fbank features, not {type(compute_features).__name__}")
-    features, rate = FeatureGraph(compute_features).eval(), int(classifier.hparams.sample_rate)
+    rate = int(classifier.hparams.sample_rate)
     clip = torch.from_numpy(_test_clips([3.0], rate)[0]).unsqueeze(0)
     samples = torch.export.Dim("samples", min=compute_features.compute_STFT.n_fft, max=2**28)
-    _export(features, (clip,), folder / FEATURES_FILE, ["wav"], ["feats"], {"wav": {1: samples}})
+    # Fbank itself is the features graph: [1, samples] -> [1, frames, n_mels].
+    _export(compute_features, (clip,), folder / FEATURES_FILE, ["wav"], ["feats"], {"wav": {1: samples}})
 
     def fbank(wavs):
         with torch.no_grad():
-            return pad_features([features(torch.from_numpy(w).unsqueeze(0))[0].numpy() for w in wavs])
+            return pad_features([compute_features(torch.from_numpy(w).unsqueeze(0))[0].numpy() for w in wavs])
 
     example = tuple(map(torch.from_numpy, fbank(_test_clips([3.0, 1.7], rate))))
     batch, frames = torch.export.Dim("batch", min=1), torch.export.Dim("frames", min=24, max=2**20)
@@ -213,7 +202,7 @@ def export_onnx(classifier, folder: Union[str, Path], *, int8: bool = False) -> 
 
     check_clip = _test_clips([2.3], rate)[0]
     with torch.no_grad():
-        _check(folder / FEATURES_FILE, {"wav": check_clip[None]}, [features(torch.from_numpy(check_clip[None]))],
+        _check(folder / FEATURES_FILE, {"wav": check_clip[None]}, [compute_features(torch.from_numpy(check_clip[None]))],
                FEATURE_TOLERANCE)
         feats, lengths = fbank(_test_clips([2.3, 5.1, 0.6], rate))
         _check(folder / ONNX_FILE, {"feats": feats, "lengths": lengths},
