@@ -22,6 +22,7 @@ from qieemo_sb import __version__
 #: subcommand name -> (module providing add_arguments/run, one-line help)
 SUBCOMMANDS = {
     "demo": ("qieemo_sb.demo", "the whole pipeline on the synthetic corpus: ASR, 5 emotion folds, export"),
+    "reproduce": ("qieemo_sb.reproduce", "the paper's Tables I and II in miniature on the synthetic corpus"),
     "synth": ("qieemo_sb.data.synthetic.cli", "generate the synthetic LibriSpeech and IEMOCAP corpora"),
     "export": ("qieemo_sb.export", "turn a trained emotion fold into a self-contained inference folder"),
     "predict": ("qieemo_sb.predict", "classify audio files with an exported model"),

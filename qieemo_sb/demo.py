@@ -105,7 +105,7 @@ def _step(number: int, title: str) -> None:
     print(f"\n=== [{number}/5] {title}", flush=True)
 
 
-def _run(command: Sequence[str], cwd: Path) -> None:
+def run_command(command: Sequence[str], cwd: Path) -> None:
     """Runs a recipe; its output (SpeechBrain's progress bars) goes to the terminal."""
     print("$ " + " ".join(str(part) for part in command), flush=True)
     completed = subprocess.run([str(part) for part in command], cwd=cwd)
@@ -137,22 +137,49 @@ def find_recipes(start: Path) -> Path:
     )
 
 
-def train_asr(paths: DemoPaths, size: DemoSize, recipes: Path) -> dict:
-    """Step 2: tiny backbone-1 ASR; returns error_rates.json (before and after training)."""
-    rates = json.loads(paths.error_rates.read_text()) if paths.error_rates.is_file() else {}
-    if "after" in rates and (paths.pretrained / "encoder.ckpt").is_file():
-        print(f"stage 1 finished earlier ({paths.asr}), not run again")
+def run_asr_recipe(recipes: Path, hparams_name: str, data: Path, output: Path, overrides: Sequence) -> dict:
+    """Runs (or skips, when finished) stage 1 with ``hparams/<hparams_name>``; returns its error_rates.json."""
+    rates_file = output / "error_rates.json"
+    rates = json.loads(rates_file.read_text()) if rates_file.is_file() else {}
+    if "after" in rates and (output / "pretrained" / "encoder.ckpt").is_file():
+        print(f"stage 1 finished earlier ({output}), not run again")
         return rates
     recipe = recipes / ASR_RECIPE
-    _run([
-        sys.executable, recipe / "train.py", recipe / "hparams" / "efficient_conformer_tiny.yaml",
-        "--data_folder", paths.data / "LibriSpeech",
-        "--output_folder", paths.asr,
-        "--number_of_epochs", size.asr_epochs,
-        "--output_neurons", size.asr_units,
-        "--error_rates_before_after", "True",
+    run_command([
+        sys.executable, recipe / "train.py", recipe / "hparams" / hparams_name,
+        "--data_folder", data, "--output_folder", output, "--error_rates_before_after", "True", *overrides,
     ], cwd=recipe)
-    return json.loads(paths.error_rates.read_text())
+    return json.loads(rates_file.read_text())
+
+
+def run_folds_recipe(
+    recipes: Path, hparams_name: str, data: Path, pretrained: Path, folder: Path, overrides: Sequence
+) -> dict:
+    """All 5 folds of one stage-2 experiment in ``folder`` (finished folds are skipped); its results.json."""
+    recipe = recipes / EMOTION_RECIPE
+    run_command([
+        sys.executable, recipe / "run_folds.py", recipe / "hparams" / hparams_name,
+        "--data_folder", data, "--pretrained_asr", pretrained,
+        "--experiment_name", folder.name, "--experiment_folder", folder, *overrides,
+    ], cwd=recipe)
+    return json.loads((folder / "results.json").read_text())
+
+
+def resolve_recipes(recipes: Optional[Path]) -> Path:
+    """The ``--recipes`` folder given (checked), or the checkout's found from the current folder."""
+    if recipes is None:
+        return find_recipes(Path.cwd())
+    if not (recipes / ASR_RECIPE / "train.py").is_file():
+        raise FileNotFoundError(f"--recipes {recipes}: no {ASR_RECIPE.as_posix()}/train.py in it")
+    return recipes
+
+
+def train_asr(paths: DemoPaths, size: DemoSize, recipes: Path) -> dict:
+    """Step 2: tiny backbone-1 ASR; returns error_rates.json (before and after training)."""
+    return run_asr_recipe(
+        recipes, "efficient_conformer_tiny.yaml", paths.data / "LibriSpeech", paths.asr,
+        ["--number_of_epochs", size.asr_epochs, "--output_neurons", size.asr_units],
+    )
 
 
 def error_rates_table(rates: dict) -> str:
@@ -180,21 +207,14 @@ def error_rates_table(rates: dict) -> str:
 
 def train_emotion(paths: DemoPaths, size: DemoSize, recipes: Path) -> Dict[str, dict]:
     """Step 3: every fold of each experiment (finished folds are skipped by run_folds.py)."""
-    recipe = recipes / EMOTION_RECIPE
     summaries = {}
     for name, overrides in EXPERIMENTS.items():
         folder = paths.experiment(name)
         print(f"--- {name} ({folder})", flush=True)
-        _run([
-            sys.executable, recipe / "run_folds.py", recipe / "hparams" / "qieemo_tiny.yaml",
-            "--data_folder", paths.data / "IEMOCAP_full_release",
-            "--pretrained_asr", paths.pretrained,
-            "--experiment_name", name,
-            "--experiment_folder", folder,
-            "--number_of_epochs", size.emotion_epochs,
-            *overrides,
-        ], cwd=recipe)
-        summaries[name] = json.loads((folder / "results.json").read_text())
+        summaries[name] = run_folds_recipe(
+            recipes, "qieemo_tiny.yaml", paths.data / "IEMOCAP_full_release", paths.pretrained, folder,
+            ["--number_of_epochs", size.emotion_epochs, *overrides],
+        )
     return summaries
 
 
@@ -281,10 +301,7 @@ def run_demo(out: Path, size: str = "small", progress: bool = True, recipes: Opt
     """
     if size not in DEMO_SIZES:
         raise ValueError(f"unknown demo size {size!r}; choose from {sorted(DEMO_SIZES)}")
-    if recipes is None:
-        recipes = find_recipes(Path.cwd())
-    elif not (recipes / ASR_RECIPE / "train.py").is_file():
-        raise FileNotFoundError(f"--recipes {recipes}: no {ASR_RECIPE.as_posix()}/train.py in it")
+    recipes = resolve_recipes(recipes)
     settings, paths = DEMO_SIZES[size], DemoPaths(out)
     paths.out.mkdir(parents=True, exist_ok=True)
     started = time.time()

@@ -64,7 +64,7 @@ def main(argv):
     hparams["pretrainer"].set_collect_in(folder / "pretrained_asr")
     run_on_main(hparams["pretrainer"].collect_files)
     hparams["pretrainer"].load_collected()
-    device = run_opts.get("device", "cpu")
+    device = run_opts.get("device") or "cpu"  # parse_arguments gives None without --device; Brain's default
     if device.startswith("cuda") and "LOCAL_RANK" in os.environ:
         device = f"cuda:{os.environ['LOCAL_RANK']}"
 

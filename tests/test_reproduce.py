@@ -1,0 +1,50 @@
+"""``qieemo reproduce --size tiny``: every step of Tables I and II, the results file, and a second run that skips all."""
+
+import json
+import subprocess
+import sys
+
+from qieemo_sb.reproduce import ASR_HPARAMS, TABLE2_ROWS, ReproducePaths
+from recipe_runs import ROOT
+
+
+def reproduce(out):
+    command = [sys.executable, "-m", "qieemo_sb.cli", "reproduce", "--size", "tiny", "--out", str(out), "--no-progress"]
+    return subprocess.run(command, capture_output=True, text=True, timeout=1800, cwd=ROOT)
+
+
+def test_tiny_reproduce_writes_both_tables_then_skips_every_finished_step(tmp_path):
+    paths = ReproducePaths(tmp_path / "reproduce")
+    first = reproduce(paths.out)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+
+    results = paths.results.read_text()
+    for backbone, hparams_name in ASR_HPARAMS.items():
+        assert f"### Backbone {backbone} ({hparams_name})" in results
+        rates = json.loads((paths.asr(backbone) / "error_rates.json").read_text())
+        assert set(rates["after"]) == {"dev-clean", "test-clean"}
+    probe = json.loads((paths.probe / "probe" / "probe_results.json").read_text())
+    assert len(probe["blocks"]) == 12
+    assert "![probe](probe/probe/probe_wa.png)" in results and (paths.probe / "probe" / "probe_wa.png").is_file()
+    table_rows = [line for line in results.splitlines() if any(line.startswith(f"| {r.title} |") for r in TABLE2_ROWS)]
+    assert len(table_rows) == 5
+    for line in table_rows:
+        assert line.count("+-") == 3 and len(line.strip("|").split("|")) == 3 + 1 + 5  # UA WA WF1, title, 5 folds
+    for row in TABLE2_ROWS:
+        summary = json.loads((paths.row(row) / "results.json").read_text())
+        assert sorted(summary["folds"]) == ["1", "2", "3", "4", "5"]
+    times = json.loads(paths.times.read_text())
+    assert len(times) == 1 + 2 + 1 + 5 and all(seconds > 0 for seconds in times.values())
+    assert "| **total** |" in results
+
+    # Backbone 2's row loads backbone 2's encoder: its folds resolved the plain conformer.
+    fold = paths.row(TABLE2_ROWS[1]) / "fold_1" / "hyperparams.yaml"
+    assert "conformer_tiny" in fold.read_text() or "block_strides: [1, 1, 1, 1" in fold.read_text()
+
+    written = {row.name: (paths.row(row) / "fold_1" / "test_metrics.json").stat().st_mtime_ns for row in TABLE2_ROWS}
+    second = reproduce(paths.out)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert second.stdout.count("stage 1 finished earlier") == 2 and "probe finished earlier" in second.stdout
+    for row in TABLE2_ROWS:
+        assert (paths.row(row) / "fold_1" / "test_metrics.json").stat().st_mtime_ns == written[row.name]
+    assert paths.results.read_text().split("## Time of each step")[0] == results.split("## Time of each step")[0]
