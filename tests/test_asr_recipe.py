@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from speechbrain.dataio.dataio import read_audio
 
 from qieemo_sb.hparams_files import load_hparams
-from qieemo_sb.pretrained import load_exported_backbone, load_state_dict_strict
+from qieemo_sb.pretrained import load_exported_backbone, load_normalizer_strict, load_state_dict_strict
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "LibriSpeech" / "ASR"
 
@@ -76,20 +77,45 @@ def test_full_size_recipe_builds_and_runs_forward(name):
         assert hparams["ctc_lin"](out.hidden_states[-1]).shape[-1] == 5000
 
 
-def test_tiny_training_lowers_dev_error_rate(libri_corpus, tmp_path):
-    """Ten epochs (370 steps, ~4 min on 2 cores) of the tiny backbone-1 recipe.
-
-    The run reaches dev CER (CTC best path) 100.0 -> 79.6 and dev loss 111 -> 87
-    (benchmarks/RESULTS.md); the thresholds leave room for run-to-run variation.
-    """
-    output = tmp_path / "run"
+@pytest.fixture(scope="module")
+def ten_epochs(libri_corpus, tmp_path_factory):
+    """Ten epochs (370 steps, ~4 min on 2 cores) of the tiny backbone-1 recipe: its output folder."""
+    output = tmp_path_factory.mktemp("ten_epochs") / "run"
     run_recipe("efficient_conformer_tiny.yaml", libri_corpus, output, "--number_of_epochs", "10")
-    rows = epoch_lines(output / "train_log.txt")
+    return output
+
+
+def test_tiny_training_lowers_dev_error_rate(ten_epochs):
+    """The run reaches dev CER (CTC best path) 100.0 -> 79.6 and dev loss 111 -> 87
+    (benchmarks/RESULTS.md); the thresholds leave room for run-to-run variation."""
+    rows = epoch_lines(ten_epochs / "train_log.txt")
     assert [epoch for epoch, _, _ in rows] == list(range(1, 11))
     first, last = rows[0][2], rows[-1][2]
     print(f"dev CER {first['CER']:.1f} -> {last['CER']:.1f}, loss {first['loss']:.1f} -> {last['loss']:.1f}")
     assert last["CER"] <= first["CER"] - 12, (first, last)
     assert last["loss"] < 0.9 * first["loss"], (first, last)
+
+
+@pytest.mark.xfail(strict=True, reason="issue 20: training makes the tiny encoder's deep blocks ignore the audio")
+def test_tiny_trained_encoder_last_block_depends_on_the_audio(ten_epochs, libri_corpus):
+    """The last block (CTC's input, CMA's keys in stage 2) of a dev clip differs from its output for
+    the corpus-mean features (zeros once normalized) of the same length: relative mean difference
+    0.55 at initialisation, about 1e-5 after this training (the output is a function of the frame
+    position only), so stage 2 reads blocks without content. Strict: a pass means the collapse
+    is fixed; then drop the mark."""
+    pretrained = ten_epochs / "pretrained"
+    backbone = load_exported_backbone(pretrained)
+    encoder, normalize = backbone["encoder"], backbone["normalize"]
+    load_state_dict_strict(encoder, pretrained / "encoder.ckpt")
+    load_normalizer_strict(normalize, pretrained / "normalizer.ckpt")
+    encoder.eval(), normalize.eval()
+    wav = max((read_audio(str(path)) for path in libri_corpus.glob("dev-clean/*/*/*.flac")), key=len)
+    with torch.no_grad():
+        feats = normalize(backbone["compute_features"](wav[None]), torch.ones(1))
+        speech, silence = (encoder(x, torch.ones(1)).hidden_states[-1] for x in (feats, torch.zeros_like(feats)))
+    difference = (speech - silence).abs().mean() / speech.abs().mean()
+    print(f"last block, dev clip vs mean features: relative mean difference {difference:.6f}")
+    assert difference > 0.1
 
 
 @pytest.mark.parametrize("name, last_subsampling", [("efficient_conformer_tiny", 8), ("conformer_tiny", 4)])
