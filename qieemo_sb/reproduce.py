@@ -120,9 +120,10 @@ class StepClock:
         self.path = path
         self.seconds: Dict[str, float] = json.loads(path.read_text()) if path.is_file() else {}
 
-    def run(self, name: str, step: Callable[[], object]):
+    def run(self, name: str, step: Callable, *args):
+        """``step(*args)``, timed under ``name``; returns what it returns."""
         started = time.time()
-        result = step()
+        result = step(*args)
         self.seconds[name] = round(self.seconds.get(name, 0.0) + time.time() - started, 1)
         self.path.write_text(json.dumps(self.seconds, indent=1) + "\n")
         return result
@@ -178,24 +179,25 @@ def run_reproduce(
     clock = StepClock(paths.times)
 
     print(f"\n=== synthetic corpora ({settings.synth_size}) -> {paths.data}", flush=True)
-    clock.run("synthetic corpora", lambda: make_corpora(paths, settings, progress))
+    clock.run("synthetic corpora", make_corpora, paths, settings, progress)
     asr_tables = {}
     for backbone, hparams_name in ASR_HPARAMS.items():
         print(f"\n=== stage 1, backbone {backbone} ({hparams_name}) -> {paths.asr(backbone)}", flush=True)
-        rates = clock.run(f"stage 1, backbone {backbone}", lambda: run_asr_recipe(
-            recipes, hparams_name, paths.data / "LibriSpeech", paths.asr(backbone),
-            ["--number_of_epochs", settings.asr_epochs, "--output_neurons", settings.asr_units],
-        ))
+        rates = clock.run(
+            f"stage 1, backbone {backbone}", run_asr_recipe, recipes, hparams_name, paths.data / "LibriSpeech",
+            paths.asr(backbone), ["--number_of_epochs", settings.asr_epochs, "--output_neurons", settings.asr_units],
+        )
         asr_tables[backbone] = error_rates_table(rates)
     print(f"\n=== Table I: layer probe of backbone 1 -> {paths.probe}", flush=True)
-    probe = clock.run("Table I: layer probe", lambda: run_probe(paths, recipes))
+    probe = clock.run("Table I: layer probe", run_probe, paths, recipes)
     summaries = {}
     for row in TABLE2_ROWS:
         print(f"\n=== Table II: {row.title} -> {paths.row(row)}", flush=True)
-        summaries[row.name] = clock.run(f"Table II: {row.title}", lambda: run_folds_recipe(
-            recipes, EMOTION_HPARAMS, paths.data / "IEMOCAP_full_release", paths.pretrained(row.backbone),
-            paths.row(row), ["--number_of_epochs", settings.emotion_epochs, *row.overrides],
-        ))
+        summaries[row.name] = clock.run(
+            f"Table II: {row.title}", run_folds_recipe, recipes, EMOTION_HPARAMS, paths.data / "IEMOCAP_full_release",
+            paths.pretrained(row.backbone), paths.row(row),
+            ["--number_of_epochs", settings.emotion_epochs, *row.overrides],
+        )
     sections = [f"# qieemo reproduce ({size})", "## Stage 1: dev/test error rates (%)"]
     for backbone, table in asr_tables.items():
         sections += [f"### Backbone {backbone} ({ASR_HPARAMS[backbone]})", table]

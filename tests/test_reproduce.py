@@ -1,4 +1,4 @@
-"""``qieemo reproduce --size tiny``: every step of Tables I and II, the results file, and a second run that skips all."""
+"""``qieemo reproduce --size tiny``: both tables, the results file, and a second run that skips every step."""
 
 import json
 import subprocess
