@@ -55,17 +55,17 @@ def main() -> None:
     wavs = [read_audio(path) for path in paths]
     print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {len(wavs)} clips")
 
-    rows = {}
+    rows, references = {}, set()
     for folder in args.pretrained:
         torch.manual_seed(args.seed)
-        initialised = load_exported_backbone(folder)  # same backbone, fresh weights
-        load_normalizer_strict(initialised["normalize"], folder / "normalizer.ckpt")
-        rows.setdefault(f"initialised ({initialised['encoder'].__class__.__name__}, seed {args.seed})",
-                        content_per_block(initialised, wavs))
-        trained = load_exported_backbone(folder)
-        load_state_dict_strict(trained["encoder"], folder / "encoder.ckpt")
-        load_normalizer_strict(trained["normalize"], folder / "normalizer.ckpt")
-        rows[str(folder)] = content_per_block(trained, wavs)
+        backbone = load_exported_backbone(folder)
+        load_normalizer_strict(backbone["normalize"], folder / "normalizer.ckpt")
+        backbone_yaml = (folder / "backbone.yaml").read_text()
+        if backbone_yaml not in references:  # the initialised reference, once per backbone
+            references.add(backbone_yaml)
+            rows[f"initialised like {folder} (seed {args.seed})"] = content_per_block(backbone, wavs)
+        load_state_dict_strict(backbone["encoder"], folder / "encoder.ckpt")
+        rows[str(folder)] = content_per_block(backbone, wavs)
     blocks = len(next(iter(rows.values())))
     print("| encoder | " + " | ".join(f"block {b + 1}" for b in range(blocks)) + " |")
     print("|---" * (blocks + 1) + "|")

@@ -1,6 +1,7 @@
 """``qieemo reproduce --size tiny``: both tables, the results file, and a second run that skips every step."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -37,9 +38,11 @@ def test_tiny_reproduce_writes_both_tables_then_skips_every_finished_step(tmp_pa
     assert len(times) == 1 + 2 + 1 + 5 and all(seconds > 0 for seconds in times.values())
     assert "| **total** |" in results
 
-    # Backbone 2's row loads backbone 2's encoder: its folds resolved the plain conformer.
-    fold = paths.row(TABLE2_ROWS[1]) / "fold_1" / "hyperparams.yaml"
-    assert "conformer_tiny" in fold.read_text() or "block_strides: [1, 1, 1, 1" in fold.read_text()
+    # Each row built its own backbone: the plain conformer (no strided block) for backbone 2 only.
+    for row in TABLE2_ROWS:
+        resolved = (paths.row(row) / "fold_1" / "hyperparams.yaml").read_text()
+        strides = re.search(r"block_strides: (?:&\w+ )?\[([\d, ]+)\]", resolved).group(1)
+        assert ("2" not in strides.split(", ")) == (row.backbone == 2), (row.name, strides)
 
     written = {row.name: (paths.row(row) / "fold_1" / "test_metrics.json").stat().st_mtime_ns for row in TABLE2_ROWS}
     second = reproduce(paths.out)
