@@ -323,9 +323,9 @@ class InferenceConformerBlock(ConformerBlock):
     """:class:`~qieemo_sb.encoders.conformer_block.ConformerBlock` with the residual
     sums of its feed-forward modules done in their output products."""
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor, pos_embs: torch.Tensor):
+    def residual_stream(self, x: torch.Tensor, lengths: torch.Tensor, pos_embs: torch.Tensor):
         if _plain(self):
-            return super().forward(x, lengths, pos_embs)
+            return super().residual_stream(x, lengths, pos_embs)
         mask_lengths = lengths_if_padded(lengths, x.shape[1])
         pad_mask = None if mask_lengths is None else lengths_to_padding_mask(lengths, x.shape[1])
         x = self.ffn1.residual(x, 0.5)
@@ -334,9 +334,7 @@ class InferenceConformerBlock(ConformerBlock):
         if self.stride > 1:
             x = masked_avg_pool1d(x, mask_lengths, self.stride)
             lengths = ceil_div(lengths, self.stride)
-            mask_lengths = None if mask_lengths is None else lengths
-        x = _layer_norm(self.norm_out, self.ffn2.residual(x + conv_out, 0.5))
-        return zero_padding(x, mask_lengths), lengths
+        return self.ffn2.residual(x + conv_out, 0.5), lengths
 
 
 class InferenceSelfAttention(RelPositionSelfAttention):

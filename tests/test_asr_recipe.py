@@ -96,13 +96,11 @@ def test_tiny_training_lowers_dev_error_rate(ten_epochs):
     assert last["loss"] < 0.9 * first["loss"], (first, last)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 20: training makes the tiny encoder's deep blocks ignore the audio")
 def test_tiny_trained_encoder_last_block_depends_on_the_audio(ten_epochs, libri_corpus):
     """The last block (CTC's input, CMA's keys in stage 2) of a dev clip differs from its output for
     the corpus-mean features (zeros once normalized) of the same length: relative mean difference
-    0.55 at initialisation, about 3e-5 after this training (the output is a function of the frame
-    position only), so stage 2 reads blocks without content. Strict: a pass means the collapse
-    is fixed; then drop the mark."""
+    0.55 at initialisation, 0.54 after this training. An encoder whose output is a function of the
+    frame position only (what eq 5's normalized residual trains into at this size: 3e-5) fails."""
     pretrained = ten_epochs / "pretrained"
     backbone = load_exported_backbone(pretrained)
     encoder, normalize = backbone["encoder"], backbone["normalize"]
@@ -115,7 +113,7 @@ def test_tiny_trained_encoder_last_block_depends_on_the_audio(ten_epochs, libri_
         speech, silence = (encoder(x, torch.ones(1)).hidden_states[-1] for x in (feats, torch.zeros_like(feats)))
     difference = (speech - silence).abs().mean() / speech.abs().mean()
     print(f"last block, dev clip vs mean features: relative mean difference {difference:.6f}")
-    assert difference > 0.1
+    assert difference > 0.25
 
 
 @pytest.mark.parametrize("name, last_subsampling", [("efficient_conformer_tiny", 8), ("conformer_tiny", 4)])

@@ -246,3 +246,26 @@ def test_attention_reads_the_centre_of_a_longer_position_table():
     for bad in (encoding.make_pe(6), encoding.make_pe(9)[:, 1:]):
         with pytest.raises(ValueError, match=r"pos_embs must be \[1, 2 \* n - 1, 16\] with n >= 7"):
             attention(x, bad)
+
+
+def test_residual_forms_share_parameters_and_both_report_normalized_blocks():
+    """Eq 5's normalized residual (full backbones) and the pre-LN stream (tiny ones) load
+    the same checkpoint; block 1 reads the same input in both, later blocks differ, and
+    every reported block output is its LayerNorm's (per-frame mean 0, std 1 at init)."""
+    torch.manual_seed(0)
+    pre_ln = load_backbone("efficient_conformer_tiny")["encoder"].eval()
+    paper = load_backbone("efficient_conformer_tiny", {"normalized_residual": True})["encoder"].eval()
+    assert not pre_ln.normalized_residual and paper.normalized_residual
+    paper.load_state_dict(pre_ln.state_dict(), strict=True)
+    feats = torch.randn(2, 150, 80)
+    with torch.no_grad():
+        outs = [encoder(feats, torch.tensor([1.0, 0.7])) for encoder in (pre_ln, paper)]
+    first = [out.hidden_states[0] for out in outs]
+    assert torch.allclose(first[0], first[1], atol=1e-6)
+    for block in range(1, 12):
+        assert (outs[0].hidden_states[block] - outs[1].hidden_states[block]).abs().max() > 0.1
+    for out in outs:
+        for hidden, lengths in zip(out.hidden_states, out.lengths):
+            frames = hidden[0, : int(lengths[0])]
+            assert frames.mean(-1).abs().max() < 1e-4
+            assert (frames.std(-1, unbiased=False) - 1).abs().max() < 1e-3

@@ -43,6 +43,14 @@ class ConformerEncoder(nn.Module):
         Time stride of each block (``num_blocks`` entries); default all 1.
     dropout : float
         Dropout everywhere.
+    normalized_residual : bool
+        True: each block reads the previous block's output, normalized by its
+        final LayerNorm (paper eq 5, Gulati et al.'s conformer). False: the
+        blocks add to one un-normalized residual stream (pre-LN) and each
+        block's final LayerNorm only normalizes the output it reports. Same
+        parameters either way. A small model trained briefly on little data
+        needs False: with True its deep blocks settle on outputs that do not
+        depend on the audio (see ``benchmarks/encoder_content.py``).
     feature_hop_ms : float
         Hop of the input features, to report frame periods.
 
@@ -73,6 +81,7 @@ class ConformerEncoder(nn.Module):
         frontend_channels: int = 256,
         block_strides: Optional[Sequence[int]] = None,
         dropout: float = 0.1,
+        normalized_residual: bool = True,
         feature_hop_ms: float = 10.0,
     ):
         super().__init__()
@@ -108,6 +117,7 @@ class ConformerEncoder(nn.Module):
             self.subsampling.append(factor)
         self.frame_periods_ms = [f * feature_hop_ms for f in self.subsampling]
         self.d_model = d_model
+        self.normalized_residual = normalized_residual
 
     def forward(self, feats: torch.Tensor, wav_lens: torch.Tensor) -> EncoderOutput:
         """Encodes a padded batch of features.
@@ -130,10 +140,12 @@ class ConformerEncoder(nn.Module):
         hidden_states, block_lengths = [], []
         for block in self.blocks:
             time_in = x.shape[1]
-            x, lengths = block(x, lengths, pos_embs)
+            stream, lengths = block.residual_stream(x, lengths, pos_embs)
+            out = block.output(stream, lengths)
+            x = out if self.normalized_residual else stream
             if x.shape[1] != time_in:  # a strided block: new rate, new positions
                 pos_embs = self._position_embeddings(x.shape[1], x.dtype)
-            hidden_states.append(x)
+            hidden_states.append(out)
             block_lengths.append(lengths)
         return EncoderOutput(hidden_states, block_lengths, list(self.subsampling))
 

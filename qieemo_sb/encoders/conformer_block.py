@@ -116,7 +116,7 @@ class ConformerBlock(nn.Module):
     def forward(
         self, x: torch.Tensor, lengths: torch.Tensor, pos_embs: torch.Tensor
     ):
-        """Runs the block.
+        """Runs the block: eqs 1-5, ``LN(residual_stream(x))``.
 
         Arguments
         ---------
@@ -135,6 +135,18 @@ class ConformerBlock(nn.Module):
         lengths : torch.Tensor
             ``[batch]`` valid frame counts of ``out``.
         """
+        stream, lengths = self.residual_stream(x, lengths, pos_embs)
+        return self.output(stream, lengths), lengths
+
+    def residual_stream(
+        self, x: torch.Tensor, lengths: torch.Tensor, pos_embs: torch.Tensor
+    ):
+        """Eqs 1-4 and the residual sum of eq 5, before its LayerNorm.
+
+        Arguments and returns as :meth:`forward`, but the output is not
+        normalized and its padded frames are not zeroed (nothing reads them:
+        attention, convolution and pooling mask them).
+        """
         # A batch without padding (one clip at inference) needs no mask.
         mask_lengths = lengths_if_padded(lengths, x.shape[1])
         pad_mask = None if mask_lengths is None else lengths_to_padding_mask(lengths, x.shape[1])
@@ -144,7 +156,10 @@ class ConformerBlock(nn.Module):
         if self.stride > 1:
             x = masked_avg_pool1d(x, mask_lengths, self.stride)
             lengths = ceil_div(lengths, self.stride)
-            mask_lengths = None if mask_lengths is None else lengths
         x = x + conv_out
-        x = self.norm_out(x + 0.5 * self.ffn2(x))
-        return zero_padding(x, mask_lengths), lengths
+        return x + 0.5 * self.ffn2(x), lengths
+
+    def output(self, stream: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The block's output, eq 5's LayerNorm of :meth:`residual_stream`'s
+        ``[batch, time, d_model]``, zero on padded frames."""
+        return zero_padding(self.norm_out(stream), lengths_if_padded(lengths, stream.shape[1]))
