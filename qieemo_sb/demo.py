@@ -61,6 +61,8 @@ class DemoSize:
         SentencePiece units of the ASR (a tiny corpus has too few words for more).
     asr_epochs, emotion_epochs : int
         Epochs of the stage-1 run and of each stage-2 fold.
+    asr_warmup_steps : int
+        Warm-up steps of the stage-1 learning rate (about one epoch).
     """
 
     synth_size: str
@@ -69,6 +71,7 @@ class DemoSize:
     asr_units: int
     asr_epochs: int
     emotion_epochs: int
+    asr_warmup_steps: int = 80
 
 
 #: ``small``: the README's demo (20 minutes on 2 CPU cores); ``tiny``: the
@@ -178,7 +181,8 @@ def train_asr(paths: DemoPaths, size: DemoSize, recipes: Path) -> dict:
     """Step 2: tiny backbone-1 ASR; returns error_rates.json (before and after training)."""
     return run_asr_recipe(
         recipes, "efficient_conformer_tiny.yaml", paths.data / "LibriSpeech", paths.asr,
-        ["--number_of_epochs", size.asr_epochs, "--output_neurons", size.asr_units],
+        ["--number_of_epochs", size.asr_epochs, "--output_neurons", size.asr_units,
+         "--n_warmup_steps", size.asr_warmup_steps],
     )
 
 

@@ -84,7 +84,8 @@ TABLE2_ROWS = (
 #: step in minutes (tests), figures meaningless.
 REPRODUCE_SIZES = {
     "small": DemoSize(
-        "small", librispeech_scale=1.0, iemocap_scale=1.0, asr_units=400, asr_epochs=15, emotion_epochs=5
+        "small", librispeech_scale=1.0, iemocap_scale=1.0, asr_units=400, asr_epochs=15, emotion_epochs=5,
+        asr_warmup_steps=800,
     ),
     "tiny": DemoSize(
         "tiny", librispeech_scale=1.0, iemocap_scale=1.0, asr_units=60, asr_epochs=1, emotion_epochs=1
@@ -185,7 +186,8 @@ def run_reproduce(
         print(f"\n=== stage 1, backbone {backbone} ({hparams_name}) -> {paths.asr(backbone)}", flush=True)
         rates = clock.run(
             f"stage 1, backbone {backbone}", run_asr_recipe, recipes, hparams_name, paths.data / "LibriSpeech",
-            paths.asr(backbone), ["--number_of_epochs", settings.asr_epochs, "--output_neurons", settings.asr_units],
+            paths.asr(backbone), ["--number_of_epochs", settings.asr_epochs, "--output_neurons", settings.asr_units,
+                                  "--n_warmup_steps", settings.asr_warmup_steps],
         )
         asr_tables[backbone] = error_rates_table(rates)
     print(f"\n=== Table I: layer probe of backbone 1 -> {paths.probe}", flush=True)
