@@ -79,27 +79,27 @@ def test_full_size_recipe_builds_and_runs_forward(name):
 
 @pytest.fixture(scope="module")
 def ten_epochs(libri_corpus, tmp_path_factory):
-    """Ten epochs (370 steps, ~4 min on 2 cores) of the tiny backbone-1 recipe: its output folder."""
+    """Ten epochs (740 steps, ~4 min on 2 cores) of the tiny backbone-1 recipe: its output folder."""
     output = tmp_path_factory.mktemp("ten_epochs") / "run"
     run_recipe("efficient_conformer_tiny.yaml", libri_corpus, output, "--number_of_epochs", "10")
     return output
 
 
 def test_tiny_training_lowers_dev_error_rate(ten_epochs):
-    """The run reaches dev CER (CTC best path) 100.0 -> 79.6 and dev loss 111 -> 87
+    """The run reaches dev CER (CTC best path) 100.0 -> 71.4 and dev loss 109 -> 89
     (benchmarks/RESULTS.md); the thresholds leave room for run-to-run variation."""
     rows = epoch_lines(ten_epochs / "train_log.txt")
     assert [epoch for epoch, _, _ in rows] == list(range(1, 11))
     first, last = rows[0][2], rows[-1][2]
     print(f"dev CER {first['CER']:.1f} -> {last['CER']:.1f}, loss {first['loss']:.1f} -> {last['loss']:.1f}")
-    assert last["CER"] <= first["CER"] - 12, (first, last)
+    assert last["CER"] <= first["CER"] - 20, (first, last)
     assert last["loss"] < 0.9 * first["loss"], (first, last)
 
 
 def test_tiny_trained_encoder_last_block_depends_on_the_audio(ten_epochs, libri_corpus):
     """The last block (CTC's input, CMA's keys in stage 2) of a dev clip differs from its output for
     the corpus-mean features (zeros once normalized) of the same length: relative mean difference
-    0.55 at initialisation, 0.54 after this training. An encoder whose output is a function of the
+    about 0.7 at initialisation, 1.03 after this training. An encoder whose output is a function of the
     frame position only (what eq 5's normalized residual trains into at this size: 3e-5) fails."""
     pretrained = ten_epochs / "pretrained"
     backbone = load_exported_backbone(pretrained)
