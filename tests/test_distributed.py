@@ -4,12 +4,10 @@ import csv
 import json
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
 import zipfile
-from pathlib import Path
 
 import pytest
 import torch
