@@ -73,6 +73,11 @@ class DemoSize:
     emotion_epochs: int
     asr_warmup_steps: int = 80
 
+    def asr_overrides(self) -> list:
+        """The stage-1 recipe's command-line overrides for this size."""
+        return ["--number_of_epochs", self.asr_epochs, "--output_neurons", self.asr_units,
+                "--n_warmup_steps", self.asr_warmup_steps]
+
 
 #: ``small``: the README's demo (20 minutes on 2 CPU cores); ``tiny``: the
 #: pipeline in a few minutes (tests), figures meaningless.
@@ -181,8 +186,7 @@ def train_asr(paths: DemoPaths, size: DemoSize, recipes: Path) -> dict:
     """Step 2: tiny backbone-1 ASR; returns error_rates.json (before and after training)."""
     return run_asr_recipe(
         recipes, "efficient_conformer_tiny.yaml", paths.data / "LibriSpeech", paths.asr,
-        ["--number_of_epochs", size.asr_epochs, "--output_neurons", size.asr_units,
-         "--n_warmup_steps", size.asr_warmup_steps],
+        size.asr_overrides(),
     )
 
 

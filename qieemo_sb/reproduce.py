@@ -186,8 +186,7 @@ def run_reproduce(
         print(f"\n=== stage 1, backbone {backbone} ({hparams_name}) -> {paths.asr(backbone)}", flush=True)
         rates = clock.run(
             f"stage 1, backbone {backbone}", run_asr_recipe, recipes, hparams_name, paths.data / "LibriSpeech",
-            paths.asr(backbone), ["--number_of_epochs", settings.asr_epochs, "--output_neurons", settings.asr_units,
-                                  "--n_warmup_steps", settings.asr_warmup_steps],
+            paths.asr(backbone), settings.asr_overrides(),
         )
         asr_tables[backbone] = error_rates_table(rates)
     print(f"\n=== Table I: layer probe of backbone 1 -> {paths.probe}", flush=True)
