@@ -83,7 +83,8 @@ class DemoSize:
 #: pipeline in a few minutes (tests), figures meaningless.
 DEMO_SIZES = {
     "small": DemoSize(
-        "small", librispeech_scale=0.12, iemocap_scale=0.5, asr_units=400, asr_epochs=10, emotion_epochs=4
+        "small", librispeech_scale=1.0, iemocap_scale=0.5, asr_units=400, asr_epochs=6, emotion_epochs=4,
+        asr_warmup_steps=800,
     ),
     "tiny": DemoSize(
         "tiny", librispeech_scale=1.0, iemocap_scale=1.0, asr_units=60, asr_epochs=1, emotion_epochs=1

@@ -57,12 +57,13 @@ class ASR(DistributedBrainMixin, sb.core.Brain):
         tokens_bos, _ = batch.tokens_bos
         # Features in float32 under --precision fp16/bf16 (log-mel and the
         # normalizer's statistics lose too much in 16 bits).
+        augment = stage == sb.Stage.TRAIN and self._augment_this_epoch()
         with torch.autocast(device_type=self.device_type, enabled=False):
-            if stage == sb.Stage.TRAIN:
+            if augment:
                 wavs, wav_lens = self.hparams.wav_augment(wavs, wav_lens)
             feats = self.hparams.compute_features(wavs)
             feats = self.modules.normalize(feats, wav_lens, epoch=self.hparams.epoch_counter.current)
-            if stage == sb.Stage.TRAIN:
+            if augment:
                 feats, wav_lens = self.hparams.fea_augment(feats, wav_lens)
 
         encoded = self.modules.encoder(feats, wav_lens)
@@ -78,6 +79,10 @@ class ASR(DistributedBrainMixin, sb.core.Brain):
         elif stage == sb.Stage.VALID and (self.search_every_batch or self._search_this_epoch()):
             hyps, _, _, _ = self.hparams.valid_search(memory.detach(), memory_rel_lens)
         return ctc_logp, seq_logp, memory_rel_lens, hyps
+
+    def _augment_this_epoch(self):
+        # A small model learns clean speech first; augmentation pays once it overfits.
+        return self.hparams.epoch_counter.current >= self.hparams.augment_from_epoch
 
     def _search_this_epoch(self):
         # First and last epochs always: their error rates frame the run.
