@@ -14,14 +14,14 @@ Usage::
 """
 
 import argparse
-import platform
 import statistics
 import time
 
 import torch
 
+from encoder_speed import device_description
+
 from qieemo_sb.backbones import load_backbone
-from qieemo_sb.cpu_inference import cpu_vendor
 
 SAMPLE_RATE = 16000
 
@@ -61,7 +61,7 @@ def main() -> None:
     parser.add_argument("--batch-seconds", type=float, nargs="+", default=[7.2, 4.0, 3.9, 3.1],
                         help="clip durations of the batch (default: a 20 s batch of the synthetic corpus)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--turns", type=int, default=5, help="turns of each dropout value")
     parser.add_argument("--steps", type=int, default=4, help="steps timed per turn")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -70,14 +70,14 @@ def main() -> None:
     for step in steps.values():  # warm-up
         step(), step()
     times = {p: [] for p in steps}
-    for _ in range(args.rounds):
+    for _ in range(args.turns):
         for p, step in steps.items():
             start = time.perf_counter()
             for _ in range(args.steps):
                 step()
             times[p].append((time.perf_counter() - start) / args.steps)
 
-    print(f"{platform.machine()} {cpu_vendor() or 'unknown maker'}, {args.threads} threads, torch {torch.__version__}, "
+    print(f"torch {torch.__version__}, {device_description('cpu', args.threads, 'none')}, "
           f"{args.backbone}, batch of {len(args.batch_seconds)} clips ({sum(args.batch_seconds):.1f} s)")
     reference = statistics.median(times[args.dropouts[0]])
     for p, values in times.items():
