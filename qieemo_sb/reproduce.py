@@ -8,9 +8,11 @@ tables of the paper:
    dev/test error rates before and after training;
 3. Table I: ``probe.py`` on backbone 1's frozen encoder (``probe/``);
 4. Table II: the 5 leave-one-session-out folds of Qieemo with each backbone
-   and of the three ablations (``table2/<row>/``);
+   and of the three ablations (``table2/<row>/``), each row with the same
+   schedule (:func:`stage2_overrides`);
 5. ``results.md``: the stage-1 error rates, both tables (per fold and mean
-   +- std over folds), the probe plot and the time of every step
+   +- std over folds; Table II also by what carries each test turn's emotion:
+   wording, prosody or both), the probe plot and the time of every step
    (``times.json``).
 
 Like ``qieemo demo``, each step leaves its results in ``--out`` and is
@@ -26,6 +28,7 @@ Example
 """
 
 import argparse
+import csv
 import json
 import sys
 import time
@@ -84,13 +87,38 @@ TABLE2_ROWS = (
 #: step in minutes (tests), figures meaningless.
 REPRODUCE_SIZES = {
     "small": DemoSize(
-        "small", librispeech_scale=1.0, iemocap_scale=1.0, asr_units=400, asr_epochs=15, emotion_epochs=5,
+        "small", librispeech_scale=1.0, iemocap_scale=1.0, asr_units=400, asr_epochs=15, emotion_epochs=15,
         asr_warmup_steps=800,
     ),
     "tiny": DemoSize(
         "tiny", librispeech_scale=1.0, iemocap_scale=1.0, asr_units=60, asr_epochs=1, emotion_epochs=1
     ),
 }
+
+
+def stage2_overrides(epochs: int, cache_folder: Path) -> list:
+    """Overrides of ``qieemo_tiny.yaml`` shared by every Table II row.
+
+    The head trains on the frozen stage-1 encoder for all ``epochs``: each clip
+    is encoded once (the cache, shared by the rows that load the same
+    encoder) and an epoch takes seconds on CPU, where fine-tuning the encoder
+    costs ten times more. With about 600 training turns per fold the head
+    overfits within a few epochs, so it gets the small-corpus regularisers of
+    qieemo.yaml (label smoothing, random crops of the encoder output, an
+    average of its weights).
+
+    Example
+    -------
+    >>> stage2_overrides(15, Path("cache"))[:4]
+    ['--number_of_epochs', '15', '--freeze_encoder_epochs', '15']
+    """
+    return [
+        "--number_of_epochs", str(epochs), "--freeze_encoder_epochs", str(epochs),
+        "--encoder_cache_folder", str(cache_folder),
+        "--label_smoothing", "0.1",
+        "--train_crop", "!new:qieemo_sb.modules.regularization.RandomTimeCrop {share: 0.6}",
+        "--head_average_decay", "0.99",
+    ]
 
 
 class ReproducePaths:
@@ -161,6 +189,39 @@ def table2(summaries: Dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+#: Columns of :func:`carrier_table`: the carrier of a turn's emotion (plans.py's ``mode``).
+CARRIERS = (("both", "wording and prosody"), ("prosody", "prosody only"), ("wording", "wording only"),
+            ("neutral", "neutral turns"))
+
+
+def carrier_table(paths: ReproducePaths, settings: DemoSize) -> str:
+    """Markdown: each Table II row's test accuracy (%) per emotion carrier, all folds pooled.
+
+    The synthetic IEMOCAP plans what carries each turn's emotion
+    (:mod:`qieemo_sb.data.synthetic`): about half the emotional turns carry it
+    in both wording and prosody, a quarter in prosody only and a quarter in
+    wording only. The plan is rebuilt from the corpus options (seed 0, as
+    ``make_corpora`` writes it) and matched to the folds' test_predictions.csv.
+    """
+    from qieemo_sb.data.synthetic import SIZES, plan_iemocap
+
+    size = SIZES[settings.synth_size].scaled(settings.iemocap_scale)
+    carrier = {turn.utt_id: turn.mode for turn in plan_iemocap(size=size, seed=0)}
+    header = "| row | " + " | ".join(title for _, title in CARRIERS) + " |"
+    lines = [header, "|---" * (1 + len(CARRIERS)) + "|"]
+    for row in TABLE2_ROWS:
+        correct, total = dict.fromkeys(carrier.values(), 0), dict.fromkeys(carrier.values(), 0)
+        for predictions in sorted(paths.row(row).glob("fold_*/test_predictions.csv")):
+            with predictions.open(newline="", encoding="utf-8") as file:
+                for line in csv.DictReader(file):
+                    mode = carrier[line["id"]]
+                    total[mode] += 1
+                    correct[mode] += line["prediction"] == line["target"]
+        cells = [f"{100 * correct[m] / total[m]:.1f} ({total[m]})" if total[m] else "-" for m, _ in CARRIERS]
+        lines.append(f"| {row.title} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def times_table(seconds: Dict[str, float]) -> str:
     lines = ["| step | minutes |", "|---|---|"]
     lines += [f"| {name} | {value / 60:.1f} |" for name, value in seconds.items()]
@@ -197,7 +258,7 @@ def run_reproduce(
         summaries[row.name] = clock.run(
             f"Table II: {row.title}", run_folds_recipe, recipes, EMOTION_HPARAMS, paths.data / "IEMOCAP_full_release",
             paths.pretrained(row.backbone), paths.row(row),
-            ["--number_of_epochs", settings.emotion_epochs, *row.overrides],
+            [*stage2_overrides(settings.emotion_epochs, paths.table2 / "encoder_cache"), *row.overrides],
         )
     sections = [f"# qieemo reproduce ({size})", "## Stage 1: dev/test error rates (%)"]
     for backbone, table in asr_tables.items():
@@ -207,6 +268,8 @@ def run_reproduce(
         "## Table I: linear probe of each block of backbone 1 (frozen encoder)", probe,
         f"![probe]({probe_plot})",
         "## Table II: leave-one-session-out test scores (%), mean +- std over 5 folds", table2(summaries),
+        "### Accuracy (%) by what carries the emotion (test turns of all folds, their number in brackets)",
+        carrier_table(paths, settings),
         "## Time of each step", times_table(clock.seconds),
     ]
     paths.results.write_text("\n\n".join(sections) + "\n", encoding="utf-8")

@@ -27,10 +27,22 @@ def test_tiny_reproduce_writes_both_tables_then_skips_every_finished_step(tmp_pa
     probe = json.loads((paths.probe / "probe" / "probe_results.json").read_text())
     assert len(probe["blocks"]) == 12
     assert "![probe](probe/probe/probe_wa.png)" in results and (paths.probe / "probe" / "probe_wa.png").is_file()
-    table_rows = [line for line in results.splitlines() if any(line.startswith(f"| {r.title} |") for r in TABLE2_ROWS)]
-    assert len(table_rows) == 5
-    for line in table_rows:
+    table2, by_carrier = results.split("## Table II")[1].split("### Accuracy (%) by what carries the emotion")
+
+    def rows(section):
+        return [line for line in section.splitlines() if any(line.startswith(f"| {r.title} |") for r in TABLE2_ROWS)]
+
+    assert len(rows(table2)) == 5
+    for line in rows(table2):
         assert line.count("+-") == 3 and len(line.strip("|").split("|")) == 3 + 1 + 5  # UA WA WF1, title, 5 folds
+    # Every test turn of the 5 folds is counted under exactly one carrier.
+    test_turns = sum(
+        len((paths.row(TABLE2_ROWS[0]) / f"fold_{k}" / "test_predictions.csv").read_text().splitlines()) - 1
+        for k in range(1, 6)
+    )
+    assert len(rows(by_carrier)) == 5
+    for line in rows(by_carrier):
+        assert sum(int(n) for n in re.findall(r"\((\d+)\)", line)) == test_turns
     for row in TABLE2_ROWS:
         summary = json.loads((paths.row(row) / "results.json").read_text())
         assert sorted(summary["folds"]) == ["1", "2", "3", "4", "5"]
@@ -43,6 +55,9 @@ def test_tiny_reproduce_writes_both_tables_then_skips_every_finished_step(tmp_pa
         resolved = (paths.row(row) / "fold_1" / "hyperparams.yaml").read_text()
         strides = re.search(r"block_strides: (?:&\w+ )?\[([\d, ]+)\]", resolved).group(1)
         assert ("2" not in strides.split(", ")) == (row.backbone == 2), (row.name, strides)
+    # One encoder pass per clip and encoder: Qieemo and w/o CMA (backbone 1, blocks 7-12) share their cache
+    # entry; PPG only (block 12), backbone 2 and the random encoder have their own.
+    assert len(list((paths.table2 / "encoder_cache").iterdir())) == 4
 
     written = {row.name: (paths.row(row) / "fold_1" / "test_metrics.json").stat().st_mtime_ns for row in TABLE2_ROWS}
     second = reproduce(paths.out)
