@@ -101,11 +101,12 @@ def stage2_overrides(epochs: int, cache_folder: Path) -> list:
 
     The head trains on the frozen stage-1 encoder for all ``epochs``: each clip
     is encoded once (the cache, shared by the rows that load the same
-    encoder) and an epoch takes seconds on CPU, where fine-tuning the encoder
-    costs ten times more. With about 600 training turns per fold the head
-    overfits within a few epochs, so it gets the small-corpus regularisers of
-    qieemo.yaml (label smoothing, random crops of the encoder output, an
-    average of its weights).
+    encoder), so an epoch costs the head's passes only, where fine-tuning
+    would run the encoder forward and backward on every batch (the measured
+    trade-off: benchmarks/RESULTS.md, stage 2). With about 600 training turns
+    per fold the head overfits within a few epochs, so it gets the
+    small-corpus regularisers of qieemo.yaml (label smoothing, random crops
+    of the encoder output, an average of its weights).
 
     Example
     -------
