@@ -40,7 +40,8 @@ def make_step(backbone: str, dropout: float, batch_seconds: list, vocabulary: in
     lengths = torch.tensor(samples, dtype=torch.float) / max(samples)
     targets = torch.randint(1, vocabulary, (len(samples), 20))
     target_lengths = torch.full((len(samples),), 20)
-    encoder.train(), normalize.train()
+    encoder.train()
+    normalize.train()
 
     def step():
         feats = normalize(features(wavs), lengths)

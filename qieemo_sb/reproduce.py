@@ -28,7 +28,6 @@ Example
 """
 
 import argparse
-import csv
 import json
 import sys
 import time
@@ -195,14 +194,15 @@ CARRIERS = (("both", "wording and prosody"), ("prosody", "prosody only"), ("word
             ("neutral", "neutral turns"))
 
 
-def carrier_table(paths: ReproducePaths, settings: DemoSize) -> str:
+def carrier_table(summaries: Dict[str, dict], settings: DemoSize) -> str:
     """Markdown: each Table II row's test accuracy (%) per emotion carrier, all folds pooled.
 
     The synthetic IEMOCAP plans what carries each turn's emotion
     (:mod:`qieemo_sb.data.synthetic`): about half the emotional turns carry it
     in both wording and prosody, a quarter in prosody only and a quarter in
     wording only. The plan is rebuilt from the corpus options (seed 0, as
-    ``make_corpora`` writes it) and matched to the folds' test_predictions.csv.
+    ``make_corpora`` writes it) and matched to the test turns of each fold in
+    the rows' results.json (``summaries``, as :func:`table2` reads them).
     """
     from qieemo_sb.data.synthetic import SIZES, plan_iemocap
 
@@ -212,12 +212,10 @@ def carrier_table(paths: ReproducePaths, settings: DemoSize) -> str:
     lines = [header, "|---" * (1 + len(CARRIERS)) + "|"]
     for row in TABLE2_ROWS:
         correct, total = dict.fromkeys(carrier.values(), 0), dict.fromkeys(carrier.values(), 0)
-        for predictions in sorted(paths.row(row).glob("fold_*/test_predictions.csv")):
-            with predictions.open(newline="", encoding="utf-8") as file:
-                for line in csv.DictReader(file):
-                    mode = carrier[line["id"]]
-                    total[mode] += 1
-                    correct[mode] += line["prediction"] == line["target"]
+        for fold in summaries[row.name]["folds"].values():
+            for utt_id, target, predicted in zip(fold["ids"], fold["targets"], fold["predictions"]):
+                total[carrier[utt_id]] += 1
+                correct[carrier[utt_id]] += target == predicted
         cells = [f"{100 * correct[m] / total[m]:.1f} ({total[m]})" if total[m] else "-" for m, _ in CARRIERS]
         lines.append(f"| {row.title} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -270,7 +268,7 @@ def run_reproduce(
         f"![probe]({probe_plot})",
         "## Table II: leave-one-session-out test scores (%), mean +- std over 5 folds", table2(summaries),
         "### Accuracy (%) by what carries the emotion (test turns of all folds, their number in brackets)",
-        carrier_table(paths, settings),
+        carrier_table(summaries, settings),
         "## Time of each step", times_table(clock.seconds),
     ]
     paths.results.write_text("\n\n".join(sections) + "\n", encoding="utf-8")
