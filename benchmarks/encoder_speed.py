@@ -48,7 +48,7 @@ def qieemo_forward(name: str, device: torch.device, kernels: str, precision: str
     if kernels != "none":
         optimize_for_inference(encoder, kernels=kernels, precision=precision)
     elif precision != "fp32":
-        raise SystemExit("--precision bf16 needs --kernels other than none")
+        raise SystemExit(f"--precision {precision} needs --kernels other than none")
     # The global normalizer has no statistics before it has seen data.
     normalize.to(device).train()
     with torch.no_grad():
@@ -97,7 +97,8 @@ def timing_parser(description: str, repeats: bool = True) -> argparse.ArgumentPa
     parser.add_argument("--kernels", choices=[*KERNELS, "none"], default="auto",
                         help="optimize_for_inference's kernels for the Qieemo models (none: plain modules)")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                        help="the Qieemo models' linear products in float32 or bfloat16")
+                        help="the Qieemo models' linear products in float32, bfloat16, or bfloat16 with int8 "
+                             "feed-forward products")
     return parser
 
 

@@ -1,17 +1,18 @@
 """Reduced precision and ONNX against float32 PyTorch: label agreement and probability differences.
 
 Each clip is classified by the exported model in float32 PyTorch (the
-reference) and in each mode: ``bf16`` (PyTorch, bfloat16), ``onnx`` and
-``int8`` (onnxruntime, ``model.onnx`` / ``model.int8.onnx``: needs
-``qieemo export --onnx``). Printed per mode, over all clips and per group of
-clips: how many labels equal the reference's, the largest and the mean
-largest-per-clip |probability| difference, and the share of the reference's
-most common label (what a constant answer would agree).
+reference) and in each mode: ``bf16`` and ``int8`` (PyTorch's
+``precision``), ``onnx`` and ``onnx-int8`` (onnxruntime, ``model.onnx`` /
+``model.int8.onnx``: needs ``qieemo export --onnx``). Printed per mode,
+over all clips and per group of clips: how many labels equal the
+reference's, the largest and the mean largest-per-clip |probability|
+difference, and the share of the reference's most common label (what a
+constant answer would agree).
 
 Usage::
 
     python benchmarks/precision_agreement.py MODEL_DIR --clips synthetic='data/IEMOCAP_full_release/Session*/sentences/wav/*/*.wav' \\
-        --clips real='../shared/data/real-speech/*.wav' --modes bf16 onnx int8
+        --clips real='../shared/data/real-speech/*.wav' --modes bf16 int8 onnx onnx-int8
 """
 
 import argparse
@@ -27,7 +28,7 @@ def main():
     parser.add_argument("model_dir")
     parser.add_argument("--clips", action="append", required=True, metavar="NAME=GLOB",
                         help="a group of clips (repeatable); a .csv manifest's wav column also works")
-    parser.add_argument("--modes", nargs="+", choices=["bf16", "onnx", "int8"], default=["bf16"])
+    parser.add_argument("--modes", nargs="+", choices=["bf16", "int8", "onnx", "onnx-int8"], default=["bf16"])
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -48,13 +49,13 @@ def main():
     reference = QieemoClassifier.from_hparams(source=args.model_dir, run_opts={"device": "cpu"})
     runners = {}
     for mode in args.modes:
-        if mode == "bf16":
-            bf16 = QieemoClassifier.from_hparams(source=args.model_dir, run_opts={"device": "cpu"}, precision="bf16")
-            runners[mode] = lambda wav, bf16=bf16: bf16.classify_batch(wav.unsqueeze(0))[0][0].float().numpy()
+        if mode in ("bf16", "int8"):
+            reduced = QieemoClassifier.from_hparams(source=args.model_dir, run_opts={"device": "cpu"}, precision=mode)
+            runners[mode] = lambda wav, reduced=reduced: reduced.classify_batch(wav.unsqueeze(0))[0][0].numpy()
         else:
             from qieemo_sb.onnx_export import OnnxClassifier
 
-            runner = OnnxClassifier(args.model_dir, int8=mode == "int8", threads=args.threads)
+            runner = OnnxClassifier(args.model_dir, int8=mode == "onnx-int8", threads=args.threads)
             runners[mode] = lambda wav, runner=runner: runner.run_features(*runner.features([wav.numpy()]))[0][0]
 
     results = {mode: {name: [] for name in groups} for mode in runners}

@@ -8,17 +8,22 @@ time. ``--concatenate OUT.wav`` first joins the given clips (mono, 16 kHz,
 0.5 s of silence between them) into one recording, to score a timeline over
 turns of real speech; with ``--labels MANIFEST`` (``wav``, ``emo``) each mode
 is also scored against the label of the clip that fills most of each window
-(windows mostly of one clip only).
+(windows mostly of one clip only). ``--shift-ms N`` also classifies each
+recording window by window with its first N ms cut off and prints how many
+windows keep their label when they move by N ms: how steady the per-window
+labels themselves are, a yardstick for any other way of computing them.
 
 Usage::
 
     python benchmarks/timeline_agreement.py MODEL_DIR clips/*.wav --concatenate joined.wav --threads 2 \
-        [--labels manifest.csv]
+        [--labels manifest.csv] [--shift-ms 10]
 """
 
 import argparse
 import collections
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import soundfile
@@ -56,6 +61,8 @@ def main():
     parser.add_argument("--hop", type=float, default=None)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--labels", metavar="MANIFEST", help="with --concatenate: a csv with wav and emo columns")
+    parser.add_argument("--shift-ms", type=float, default=0,
+                        help="also compare the per-window labels with those of windows this much later")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -79,6 +86,8 @@ def main():
     seconds = {"one pass": 0.0, "per window": 0.0}
     per_window_labels = []
     audio_seconds = 0.0
+    steady = shifted_windows = 0
+    scratch = tempfile.TemporaryDirectory(prefix="timeline_agreement_")
     for path in recordings:
         timelines = {}
         for mode in seconds:
@@ -92,6 +101,13 @@ def main():
         difference = max(abs(a.probabilities[k] - b.probabilities[k]) for a, b in pairs for k in a.probabilities)
         agree, windows, largest = agree + same, windows + len(pairs), max(largest, difference)
         per_window_labels += [b.label for _, b in pairs]
+        if args.shift_ms:
+            wav, rate = soundfile.read(str(path), dtype="float32")
+            later = Path(scratch.name) / "shifted.wav"
+            soundfile.write(later, wav[round(args.shift_ms * rate / 1000):], rate)
+            moved = classifier.classify_timeline(later, window=args.window, hop=args.hop)
+            steady += sum(a.label == b.label for a, b in zip(timelines["per window"], moved))
+            shifted_windows += min(len(moved), len(pairs))
         for a, b in pairs:
             truth = window_truth(a, spans, labels) if labels else None
             if truth is not None:
@@ -103,6 +119,9 @@ def main():
     print(f"all: {agree}/{windows} windows agree ({100 * agree / windows:.1f} %), max |p difference| {largest:.3f}; "
           f"per-window labels {dict(collections.Counter(per_window_labels))} (the most common, {most_common}, "
           f"{100 * count / windows:.1f} %)")
+    if shifted_windows:
+        print(f"per window, windows {args.shift_ms:g} ms later: {steady}/{shifted_windows} keep their label "
+              f"({100 * steady / shifted_windows:.1f} %)")
     if scored:
         print(f"against the clip labels, {scored} windows mostly of one labelled clip: " + ", ".join(
             f"{mode} {100 * n / scored:.1f} % correct" for mode, n in correct.items()))

@@ -10,7 +10,9 @@ module runs its plain forward. The converted forms:
 - take every linear product through one kernel choice (:class:`LinearKernels`):
   torch's (MKL's GEMM on x86, with column-major weights, which it reads
   faster) or oneDNN's inner product, which fuses the feed-forward's SiLU and
-  residual sum and is the faster one on x86 CPUs not made by Intel;
+  residual sum and is the faster one on x86 CPUs not made by Intel; with a
+  reduced ``precision``, bfloat16 products, and int8 ones in the feed-forward
+  modules (torch's dynamic quantization, weights quantized once);
 - add each feed-forward output to the residual inside the output product;
 - run convolutions in channels-last memory (the depthwise one as a conv2d)
   and read their output in the projections without a copy;
@@ -54,9 +56,14 @@ from qieemo_sb.modules.mmf import MultiBlockFusion
 #: Intel, where MKL does not run its widest kernels; torch's elsewhere),
 #: "default" (torch's) and "onednn".
 KERNELS = ("auto", "default", "onednn")
-#: Values of ``precision``: linear products in float32, or in bfloat16 with
-#: float32 results.
-PRECISIONS = ("fp32", "bf16")
+#: Values of ``precision``: linear products in float32; in bfloat16 with
+#: float32 results; or as bfloat16 with the conformer feed-forward products in
+#: int8 (:func:`quantize_weight`).
+PRECISIONS = ("fp32", "bf16", "int8")
+#: Largest int8 weight: 7 bits, so that a pair of uint8 activations times
+#: weights sums below 2**15 in the 16-bit multiply-add of x86 CPUs without VNNI
+#: (255 * 63 * 2 < 32767), while the activations keep their 8 bits.
+INT8_WEIGHT_MAX = 63
 #: Longest position table (frames, ``2 n - 1`` rows) kept between calls: 2 MB
 #: per attention at d_model 256.
 MAX_CACHED_POSITIONS = 1024
@@ -173,8 +180,29 @@ def onednn_product(
     return _ONEDNN_LINEAR.binary(x, addend, weight, bias, "add")
 
 
+def quantize_weight(weight: torch.Tensor, bias: Optional[torch.Tensor] = None):
+    """``[out, in]`` float weight -> torch's packed int8 weight for ``quantized::linear_dynamic``.
+
+    Symmetric per output channel, in :data:`INT8_WEIGHT_MAX` steps; the bias
+    stays float32. ``linear_dynamic`` quantizes the activations to uint8 per
+    call (their range in that call) and returns float32.
+
+    Example
+    -------
+    >>> weight, x = torch.randn(8, 16), torch.randn(3, 16)
+    >>> out = torch.ops.quantized.linear_dynamic(x, quantize_weight(weight), False)
+    >>> bool((out - x @ weight.T).abs().max() < 0.2 * (x @ weight.T).abs().max())
+    True
+    """
+    weight = weight.detach().float().contiguous()
+    scales = (weight.abs().amax(dim=1).clamp_min(torch.finfo(torch.float32).tiny) / INT8_WEIGHT_MAX).double()
+    zero_points = torch.zeros(weight.shape[0], dtype=torch.long)
+    quantized = torch.quantize_per_channel(weight, scales, zero_points, 0, torch.qint8)
+    return torch.ops.quantized.linear_prepack(quantized, None if bias is None else bias.detach().float())
+
+
 class LinearKernels:
-    """The linear products of the converted modules: torch's, oneDNN's where it applies, or bfloat16.
+    """The linear products of the converted modules: torch's, oneDNN's where it applies, bfloat16 or int8.
 
     Arguments
     ---------
@@ -183,6 +211,9 @@ class LinearKernels:
     bfloat16 : bool
         Multiply in bfloat16 (weights cast once and kept), results in float32:
         the sums, norms and attention around the products stay float32.
+    int8 : bool
+        Multiply in int8 (weights quantized once and kept,
+        :func:`quantize_weight`; activations per call), results in float32.
 
     Example
     -------
@@ -190,13 +221,17 @@ class LinearKernels:
     >>> with torch.no_grad():
     ...     torch.allclose(LinearKernels(onednn=False).linear_silu(x, layer), nn.functional.silu(layer(x)))
     ...     LinearKernels(onednn=False, bfloat16=True).linear(x, layer).dtype
+    ...     LinearKernels(onednn=False, int8=True).linear(x, layer).dtype
     True
+    torch.float32
     torch.float32
     """
 
-    def __init__(self, onednn: bool, bfloat16: bool = False):
-        self.onednn, self.bfloat16 = onednn and not bfloat16, bfloat16
-        self._bfloat16_weights = {}
+    def __init__(self, onednn: bool, bfloat16: bool = False, int8: bool = False):
+        if bfloat16 and int8:
+            raise ValueError("LinearKernels multiplies in bfloat16 or in int8, not both")
+        self.onednn, self.bfloat16, self.int8 = onednn and not (bfloat16 or int8), bfloat16, int8
+        self._weights = {}  # the bfloat16 or int8 weights, kept while the float32 ones stay
 
     def applies(self, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> bool:
         """Whether ``x @ weight.T + bias`` takes oneDNN's product."""
@@ -208,8 +243,13 @@ class LinearKernels:
 
     def product(self, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``x @ weight.T + bias``."""
+        if self.int8:
+            sources = [weight] if bias is None else [weight, bias]
+            packed = derived_tensor(self._weights, f"{id(weight)} {id(bias)}", sources,
+                                    lambda: quantize_weight(weight, bias))
+            return torch.ops.quantized.linear_dynamic(x.contiguous(), packed, False)
         if self.bfloat16:
-            half = derived_tensor(self._bfloat16_weights, str(id(weight)), [weight],
+            half = derived_tensor(self._weights, str(id(weight)), [weight],
                                   lambda: weight.to(torch.bfloat16))
             out = nn.functional.linear(x.to(torch.bfloat16), half).to(x.dtype)
             return out if bias is None else out.add_(bias)
@@ -227,7 +267,7 @@ class LinearKernels:
         """``x + scale * layer(hidden)`` with the sum done by the product: oneDNN's
         fused addend, or torch's GEMM accumulating onto ``x + scale * bias``."""
         weight, bias = layer.weight, layer.bias
-        if self.bfloat16 or not hidden.dtype == x.dtype == weight.dtype:  # bfloat16 or autocast: the plain sum
+        if self.bfloat16 or self.int8 or not hidden.dtype == x.dtype == weight.dtype:  # or autocast: the plain sum
             return torch.add(x, self.product(hidden, weight, bias), alpha=scale)
         if self.applies(hidden, weight, bias):
             return torch.add(x, onednn_product(hidden, weight, bias), alpha=scale)
@@ -498,8 +538,11 @@ def optimize_for_inference(model: nn.Module, kernels: str = "auto", precision: s
     of the front-end and of MMF get channels-last weights; linear weights are
     stored column-major for torch's products, row-major for oneDNN's (values
     unchanged). With ``precision="bf16"`` every linear product multiplies in
-    bfloat16 (other ``nn.Linear`` layers become :class:`BFloat16Linear`).
-    Calling it again with other ``kernels`` or ``precision`` switches them.
+    bfloat16 (other ``nn.Linear`` layers become :class:`BFloat16Linear`);
+    ``"int8"`` is ``"bf16"`` with the products of the conformer feed-forward
+    modules (most of the encoder's arithmetic) in int8, so it needs a model
+    with such modules. Calling it again with other ``kernels`` or
+    ``precision`` switches them.
 
     Arguments
     ---------
@@ -517,8 +560,14 @@ def optimize_for_inference(model: nn.Module, kernels: str = "auto", precision: s
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    bfloat16 = precision == "bf16"
+    if precision == "int8" and not any(isinstance(module, FeedForward) for module in model.modules()):
+        raise ValueError("precision='int8' quantizes the conformer feed-forward modules, and this model has none "
+                         "(a Whisper encoder, say): use 'bf16'")
+    if precision == "int8" and any(p.device.type != "cpu" for p in model.parameters()):
+        raise ValueError("precision='int8' runs on the CPU (torch's dynamic int8 products): on a GPU use 'bf16'")
+    bfloat16 = precision in ("bf16", "int8")
     linear_kernels = LinearKernels(onednn=resolve_kernels(kernels) == "onednn", bfloat16=bfloat16)
+    feed_forward_kernels = LinearKernels(onednn=False, int8=True) if precision == "int8" else linear_kernels
     onednn = linear_kernels.onednn  # bfloat16 products are torch's
     for module in model.modules():
         inference_form = INFERENCE_FORMS.get(type(module))
@@ -526,7 +575,7 @@ def optimize_for_inference(model: nn.Module, kernels: str = "auto", precision: s
             module.__class__ = inference_form
             module._derived = {}
         if isinstance(module, tuple(INFERENCE_FORMS.values())):
-            module.kernels = linear_kernels
+            module.kernels = feed_forward_kernels if isinstance(module, InferenceFeedForward) else linear_kernels
             module._derived.clear()
         if isinstance(module, (InferenceSubsampling, InferenceFusion)):
             module.convs.to(memory_format=torch.channels_last)

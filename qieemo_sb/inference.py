@@ -102,7 +102,8 @@ class QieemoClassifier(Pretrained):
     which ``foreign_class`` and ``from_hparams`` pass on as keywords as they
     do ``precision``): same outputs and checkpoint, faster; ``kernels=None``
     keeps the plain modules. ``precision="bf16"`` multiplies in bfloat16
-    (the linear products; sums, norms, attention and outputs stay float32).
+    (the linear products; sums, norms, attention and outputs stay float32),
+    ``"int8"`` likewise with the conformer feed-forward products in int8.
     """
 
     HPARAMS_NEEDED = ["label_encoder", "sample_rate", "min_duration", "max_chunk", "timeline_window", "timeline_hop"]

@@ -10,9 +10,9 @@ Two graphs, batch and time axes dynamic::
 
 ``model.onnx`` holds the global normalizer, the encoder and the head (MMF,
 CMA, classifier) and ignores padded frames. ``model.int8.onnx`` is the same
-graph with int8 weights in its linear layers (onnxruntime's dynamic
-quantization, per output channel). ``onnx.json`` holds the labels and the
-sample rate.
+graph with int8 weights in the encoder's linear layers (onnxruntime's
+dynamic quantization, per output channel: :func:`quantize_products`).
+``onnx.json`` holds the labels and the sample rate.
 
 Example
 -------
@@ -32,6 +32,7 @@ Example
 ((2, 4), (2, 64))
 """
 
+import ast
 import copy
 import importlib.util
 import json
@@ -170,7 +171,7 @@ def export_onnx(classifier, folder: Union[str, Path], *, int8: bool = False) -> 
     folder : str or Path
         An existing folder.
     int8 : bool
-        Also write ``model.int8.onnx`` (int8 weights in the linear layers).
+        Also write ``model.int8.onnx`` (:func:`quantize_products`).
 
     Returns
     -------
@@ -210,11 +211,46 @@ def export_onnx(classifier, folder: Union[str, Path], *, int8: bool = False) -> 
     spec = {"labels": classifier.labels, "sample_rate": rate, "min_duration": float(classifier.hparams.min_duration)}
     (folder / SPEC_FILE).write_text(json.dumps(spec, indent=2), encoding="utf-8")
     if int8:
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
-        quantize_dynamic(str(folder / ONNX_FILE), str(folder / INT8_FILE), weight_type=QuantType.QInt8,
-                         per_channel=True, reduce_range=True)
+        quantize_products(folder / ONNX_FILE, folder / INT8_FILE)
     return folder / ONNX_FILE
+
+
+def module_scopes(node) -> List[str]:
+    """The module names a node of an exported graph was traced in (``["", "encoder", "encoder.blocks.0", ...]``)."""
+    for prop in node.metadata_props:
+        if prop.key == "pkg.torch.onnx.name_scopes":
+            return ast.literal_eval(prop.value)
+    raise ValueError(f"node {node.name} has no pkg.torch.onnx.name_scopes: not a graph written by export_onnx")
+
+
+def quantize_products(source: Union[str, Path], target: Union[str, Path]) -> None:
+    """Writes ``source`` with int8 weights in the encoder's matrix products to ``target``.
+
+    onnxruntime's dynamic quantization (weights per output channel in a 7-bit
+    range, which every x86 kernel multiplies without saturating; activations
+    quantized per call). The convolutions stay float32 (onnxruntime's integer
+    convolution is slower than its float one and less accurate) and so does
+    the head (MMF, CMA, classifier: little arithmetic, and its products
+    decide between close classes).
+
+    Arguments
+    ---------
+    source : str or Path
+        A ``model.onnx`` written by :func:`export_onnx` (its nodes name the
+        modules they come from).
+    target : str or Path
+        The int8 graph to write.
+    """
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    head = []
+    for node in onnx.load(str(source), load_external_data=False).graph.node:
+        if node.op_type in ("MatMul", "Gemm") and "head" in module_scopes(node):
+            # The quantizer first turns a Gemm into a MatMul of this name and an Add.
+            head += [node.name, f"{node.name}_MatMul"] if node.op_type == "Gemm" else [node.name]
+    quantize_dynamic(str(source), str(target), op_types_to_quantize=["MatMul"], nodes_to_exclude=head,
+                     weight_type=QuantType.QInt8, per_channel=True, reduce_range=True)
 
 
 class OnnxClassifier:

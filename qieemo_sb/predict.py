@@ -6,9 +6,9 @@ probability. ``--json`` prints one JSON object per line instead (``file``,
 file that could not be classified). ``--timeline`` classifies windows of
 ``--window`` seconds every ``--hop`` seconds (long recordings), each window
 encoded alone (``--one-pass``: the file encoded once, windows cut from it).
-``--precision bf16`` multiplies in bfloat16; ``--onnx`` runs the exported
-``model.onnx`` in onnxruntime (``--precision int8``: ``model.int8.onnx``; no
-timeline). A bad file is reported (naming it) and the others are still
+``--precision bf16`` multiplies in bfloat16, ``int8`` as bf16 with the
+feed-forward products in int8; ``--onnx`` runs the exported ``model.onnx`` in
+onnxruntime (``--precision int8``: ``model.int8.onnx``; no timeline). A bad file is reported (naming it) and the others are still
 classified; the exit code is then 1.
 
 Example
@@ -41,7 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--one-pass", action="store_true",
                         help="timeline: encode the file once and cut the windows from it (faster, in context)")
     parser.add_argument("--precision", choices=["fp32", "bf16", "int8"], default="fp32",
-                        help="float32; bfloat16 (PyTorch); int8 weights (with --onnx)")
+                        help="float32; bfloat16 products (PyTorch); int8 feed-forward products, or with --onnx "
+                             "model.int8.onnx")
     parser.add_argument("--onnx", action="store_true", help="run model.onnx in onnxruntime (export with --onnx)")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
 
@@ -51,8 +52,7 @@ def run(args: argparse.Namespace) -> int:
     from qieemo_sb.audio import AudioError
 
     runtime = "onnxruntime" if args.onnx else "PyTorch"
-    problem = {("onnxruntime", "bf16"): "--precision bf16 runs in PyTorch: drop --onnx",
-               ("PyTorch", "int8"): "--precision int8 runs model.int8.onnx: add --onnx"}.get((runtime, args.precision))
+    problem = {("onnxruntime", "bf16"): "--precision bf16 runs in PyTorch: drop --onnx"}.get((runtime, args.precision))
     if args.onnx and args.timeline:
         problem = "--timeline runs in PyTorch: drop --onnx"
     if problem:

@@ -307,3 +307,36 @@ def test_bfloat16_products_keep_float32_around_them_and_switch_back():
     torch.testing.assert_close(layer.train()(x), torch.nn.functional.linear(x, layer.weight, layer.bias))
     with pytest.raises(ValueError, match="precision must be one of"):
         optimize_for_inference(model, precision="fp16")
+
+
+def test_int8_quantizes_the_feed_forward_products_only():
+    """precision="int8": the state_dict unchanged, the feed-forward modules' products in int8
+    (packed once, reused), every other product in bfloat16, float32 outputs within int8's
+    rounding of the float32 model; a model without feed-forward modules is refused untouched."""
+    encoder, head = emotion_model()
+    plain = torch.nn.ModuleList([encoder, head])
+    model = optimize_for_inference(copy.deepcopy(plain), kernels="default", precision="int8")
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in plain.state_dict().items())
+    feed_forward = [m for m in model.modules() if isinstance(m, cpu_inference.InferenceFeedForward)]
+    others = [m for m in model.modules() if hasattr(m, "kernels") and m not in feed_forward]
+    assert feed_forward and all(m.kernels.int8 and not m.kernels.bfloat16 for m in feed_forward)
+    assert others and all(m.kernels.bfloat16 and not m.kernels.int8 for m in others)
+    feats, rel = torch.randn(2, 130, 80), torch.tensor([1.0, 0.7])
+    with torch.inference_mode():
+        want = plain[1](plain[0](feats, rel))
+        have = model[1](model[0](feats, rel))
+        packed = dict(feed_forward[0].kernels._weights)
+        again = model[1](model[0](feats, rel))
+    assert len(packed) == 2 * len(feed_forward)  # expansion and output product of each
+    assert all(feed_forward[0].kernels._weights[k] is v for k, v in packed.items())
+    torch.testing.assert_close(again.logits, have.logits)
+    assert have.logits.dtype == torch.float32
+    error = (have.embedding - want.embedding).norm() / want.embedding.norm()
+    assert 1e-4 < error < 0.05
+    optimize_for_inference(model, kernels="default", precision="fp32")
+    with torch.inference_mode():
+        torch.testing.assert_close(model[1](model[0](feats, rel)).logits, want.logits, atol=1e-5, rtol=1e-4)
+    no_feed_forward = torch.nn.Sequential(torch.nn.Linear(4, 4))
+    with pytest.raises(ValueError, match="this model has none"):
+        optimize_for_inference(no_feed_forward, precision="int8")
+    assert type(no_feed_forward[0]) is torch.nn.Linear

@@ -188,21 +188,22 @@ def test_any_rate_channels_and_format_give_the_same_answer(classifier, trained_f
         assert (out_prob.exp() - reference[0].exp()).abs().max() < 0.05, name
 
 
-def test_bfloat16_classifier_agrees_with_float32(learned_fold, tmp_path):
-    """precision='bf16' (through from_hparams): the same float32 weights, float32 outputs,
-    and the float32 model's labels on the held-out session of a model that learned."""
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_reduced_precision_classifier_agrees_with_float32(learned_fold, tmp_path, precision):
+    """precision='bf16' or 'int8' (through from_hparams): the same float32 weights, float32
+    outputs, and the float32 model's labels on the held-out session of a model that learned."""
     model = export_emotion_model(learned_fold, tmp_path / "model")
     full = QieemoClassifier.from_hparams(source=str(model), run_opts={"device": "cpu"})
-    half = QieemoClassifier.from_hparams(source=str(model), run_opts={"device": "cpu"}, precision="bf16")
-    assert {p.dtype for p in half.mods.parameters()} == {torch.float32}
+    reduced = QieemoClassifier.from_hparams(source=str(model), run_opts={"device": "cpu"}, precision=precision)
+    assert {p.dtype for p in reduced.mods.parameters()} == {torch.float32}
     clips = [wav for wav, _, _ in brain_predictions(learned_fold).values()]
     agree, largest = 0, 0.0
     for wav in clips:
-        want, have = full.classify_file(wav), half.classify_file(wav)
+        want, have = full.classify_file(wav), reduced.classify_file(wav)
         assert have[0].dtype == torch.float32
         agree += want[3] == have[3]
         largest = max(largest, (want[0].exp() - have[0].exp()).abs().max().item())
-    print(f"bf16: {agree}/{len(clips)} labels as float32, max |p difference| {largest:.4f}")
+    print(f"{precision}: {agree}/{len(clips)} labels as float32, max |p difference| {largest:.4f}")
     assert agree >= 0.95 * len(clips) and 0 < largest < 0.1
     with pytest.raises(ValueError, match="precision must be one of"):
         QieemoClassifier.from_hparams(source=str(model), run_opts={"device": "cpu"}, precision="fp8")

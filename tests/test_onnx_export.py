@@ -10,7 +10,7 @@ import torch
 from qieemo_sb.encoders.attention import RelPositionSelfAttention
 from qieemo_sb.export import export_emotion_model
 from qieemo_sb.inference import QieemoClassifier
-from qieemo_sb.onnx_export import ExportSelfAttention, OnnxClassifier, export_onnx, pad_features
+from qieemo_sb.onnx_export import ExportSelfAttention, OnnxClassifier, export_onnx, module_scopes, pad_features
 from recipe_runs import ROOT, run
 from speechbrain.nnet.attention import RelPosEncXL
 from test_inference import brain_predictions
@@ -73,10 +73,20 @@ def test_int8_graph_agrees_with_float32(onnx_model, held_out):
         agree += want_label == have_label
         largest = max(largest, float(np.abs(np.exp(want) - np.exp(have)).max()))
     print(f"int8: {agree}/{len(held_out)} labels as float32, max |p difference| {largest:.4f}")
-    assert agree >= 0.95 * len(held_out) and largest < 0.2  # measured: 152/156, 0.10
-    # Linear weights are int8 in the quantized graph.
-    types = {init.data_type for init in onnx.load(str(onnx_model / "model.int8.onnx")).graph.initializer}
-    assert onnx.TensorProto.INT8 in types
+    assert agree >= 0.95 * len(held_out) and largest < 0.2
+    # The encoder's products are int8; convolutions and the head's products stay float32.
+    graph = onnx.load(str(onnx_model / "model.int8.onnx")).graph
+    assert onnx.TensorProto.INT8 in {init.data_type for init in graph.initializer}
+    ops = [node.op_type for node in graph.node]
+    assert "ConvInteger" not in ops and "Conv" in ops
+    float_graph = onnx.load(str(onnx_model / "model.onnx")).graph
+    weights = {init.name for init in float_graph.initializer}
+    encoder_products = [node for node in float_graph.node if node.op_type == "MatMul"
+                        and "encoder" in module_scopes(node) and node.input[1] in weights]
+    float_products = [node for node in float_graph.node if node.op_type in ("MatMul", "Gemm")]
+    assert ops.count("MatMulInteger") == len(encoder_products) > 0
+    # Every other product (attention scores, the head's layers, its Gemms as MatMul + Add) stays float.
+    assert ops.count("MatMul") + ops.count("Gemm") == len(float_products) - len(encoder_products)
 
 
 def test_predict_onnx_matches_pytorch_and_refuses_what_it_cannot_do(onnx_model, held_out, learned_fold, tmp_path):
@@ -88,8 +98,12 @@ def test_predict_onnx_matches_pytorch_and_refuses_what_it_cannot_do(onnx_model, 
         assert have["label"] == want["label"]
         for label, p in want["probabilities"].items():
             assert have["probabilities"][label] == pytest.approx(p, abs=1e-3)
+    # --precision int8 without --onnx: PyTorch's int8 products.
+    int8_line = json.loads(run("-m", "qieemo_sb.cli", "predict", onnx_model, clips[0], "--precision", "int8",
+                               "--json", cwd=ROOT).stdout)
+    assert int8_line["label"] in int8_line["probabilities"]
+    assert sum(int8_line["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
     for options, message in ((["--onnx", "--precision", "bf16"], "--precision bf16 runs in PyTorch"),
-                             (["--precision", "int8"], "--precision int8 runs model.int8.onnx: add --onnx"),
                              (["--onnx", "--timeline"], "--timeline runs in PyTorch")):
         result = run("-m", "qieemo_sb.cli", "predict", onnx_model, clips[0], *options, cwd=ROOT, check=False)
         assert result.returncode == 2 and message in result.stderr
