@@ -87,7 +87,7 @@ def main():
     per_window_labels = []
     audio_seconds = 0.0
     steady = shifted_windows = 0
-    scratch = tempfile.TemporaryDirectory(prefix="timeline_agreement_")
+    scratch = tempfile.TemporaryDirectory(prefix="timeline_agreement_") if args.shift_ms else None
     for path in recordings:
         timelines = {}
         for mode in seconds:

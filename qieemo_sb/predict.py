@@ -8,8 +8,9 @@ file that could not be classified). ``--timeline`` classifies windows of
 encoded alone (``--one-pass``: the file encoded once, windows cut from it).
 ``--precision bf16`` multiplies in bfloat16, ``int8`` as bf16 with the
 feed-forward products in int8; ``--onnx`` runs the exported ``model.onnx`` in
-onnxruntime (``--precision int8``: ``model.int8.onnx``; no timeline). A bad file is reported (naming it) and the others are still
-classified; the exit code is then 1.
+onnxruntime (``--precision int8``: ``model.int8.onnx``; no timeline). A bad
+file is reported (naming it) and the others are still classified; the exit
+code is then 1.
 
 Example
 -------
@@ -51,8 +52,9 @@ def run(args: argparse.Namespace) -> int:
     """Runs ``qieemo predict``; returns 0, or 1 if any file failed."""
     from qieemo_sb.audio import AudioError
 
-    runtime = "onnxruntime" if args.onnx else "PyTorch"
-    problem = {("onnxruntime", "bf16"): "--precision bf16 runs in PyTorch: drop --onnx"}.get((runtime, args.precision))
+    problem = None
+    if args.onnx and args.precision == "bf16":
+        problem = "--precision bf16 runs in PyTorch: drop --onnx"
     if args.onnx and args.timeline:
         problem = "--timeline runs in PyTorch: drop --onnx"
     if problem:
