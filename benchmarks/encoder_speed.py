@@ -23,7 +23,14 @@ import time
 import torch
 
 from qieemo_sb.backbones import load_backbone
-from qieemo_sb.cpu_inference import KERNELS, PRECISIONS, cpu_vendor, optimize_for_inference, resolve_kernels
+from qieemo_sb.cpu_inference import (
+    KERNELS,
+    PRECISIONS,
+    bfloat16_is_fast,
+    cpu_vendor,
+    optimize_for_inference,
+    resolve_kernels,
+)
 
 SAMPLE_RATE = 16000
 
@@ -78,12 +85,14 @@ def wav2vec2_forward(device: torch.device):
 
 def device_description(device: str, threads: int, kernels: str) -> str:
     """The GPU's name, or the CPU (architecture, maker, torch's kernel capability), its
-    threads and which kernel the Qieemo models' linear products take there."""
+    threads, which kernel the Qieemo models' linear products take there and whether
+    torch has bfloat16 kernels for it."""
     if torch.device(device).type == "cuda":
         return torch.cuda.get_device_name(device)
     kernel = "plain modules" if kernels == "none" else f"{resolve_kernels(kernels)} (kernels={kernels})"
     return (f"{platform.machine()} {cpu_vendor() or 'unknown maker'} "
-            f"({torch.backends.cpu.get_cpu_capability()}), {threads} threads, Qieemo's products: {kernel}")
+            f"({torch.backends.cpu.get_cpu_capability()}), {threads} threads, Qieemo's products: {kernel}, "
+            f"bfloat16 kernels: {'yes' if bfloat16_is_fast(torch.device('cpu')) else 'no'}")
 
 
 def timing_parser(description: str, repeats: bool = True) -> argparse.ArgumentParser:

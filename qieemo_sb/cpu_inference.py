@@ -11,8 +11,9 @@ module runs its plain forward. The converted forms:
   torch's (MKL's GEMM on x86, with column-major weights, which it reads
   faster) or oneDNN's inner product, which fuses the feed-forward's SiLU and
   residual sum and is the faster one on x86 CPUs not made by Intel; with a
-  reduced ``precision``, bfloat16 products, and int8 ones in the feed-forward
-  modules (torch's dynamic quantization, weights quantized once);
+  reduced ``precision``, bfloat16 products, or int8 ones in the feed-forward
+  modules (torch's dynamic quantization, weights quantized once) and the
+  others in bfloat16 where the CPU has kernels for it;
 - add each feed-forward output to the residual inside the output product;
 - run convolutions in channels-last memory (the depthwise one as a conv2d)
   and read their output in the projections without a copy;
@@ -38,6 +39,7 @@ Example
 """
 
 import platform
+import warnings
 from typing import List, Optional
 
 import torch
@@ -57,8 +59,9 @@ from qieemo_sb.modules.mmf import MultiBlockFusion
 #: "default" (torch's) and "onednn".
 KERNELS = ("auto", "default", "onednn")
 #: Values of ``precision``: linear products in float32; in bfloat16 with
-#: float32 results; or as bfloat16 with the conformer feed-forward products in
-#: int8 (:func:`quantize_weight`).
+#: float32 results; or with the conformer feed-forward products in int8
+#: (:func:`quantize_weight`) and the others in bfloat16 where
+#: :func:`bfloat16_is_fast`, in float32 elsewhere.
 PRECISIONS = ("fp32", "bf16", "int8")
 #: Largest int8 weight: 7 bits, so that a pair of uint8 activations times
 #: weights sums below 2**15 in the 16-bit multiply-add of x86 CPUs without VNNI
@@ -104,6 +107,26 @@ def cpu_vendor() -> str:
     processor = platform.processor()  # Windows: "... Family 25 ..., AuthenticAMD"
     return next((vendor for vendor in ("GenuineIntel", "AuthenticAMD", "HygonGenuine")
                  if vendor in processor), "")
+
+
+def bfloat16_is_fast(device: torch.device) -> bool:
+    """Whether torch multiplies bfloat16 matrices on ``device`` with dedicated kernels.
+
+    On a CPU, torch hands bfloat16 products to oneDNN only where oneDNN has
+    kernels for them (x86 with AVX-512 or AMX, ARM with BF16); elsewhere
+    (x86 with AVX2 alone) it runs a reference loop several times slower than
+    its float32 product. On a GPU, whether it supports bfloat16.
+
+    Example
+    -------
+    >>> isinstance(bfloat16_is_fast(torch.device("cpu")), bool)
+    True
+    """
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu" or not torch.backends.mkldnn.is_available():
+        return False
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def resolve_kernels(kernels: str) -> str:
@@ -538,11 +561,13 @@ def optimize_for_inference(model: nn.Module, kernels: str = "auto", precision: s
     of the front-end and of MMF get channels-last weights; linear weights are
     stored column-major for torch's products, row-major for oneDNN's (values
     unchanged). With ``precision="bf16"`` every linear product multiplies in
-    bfloat16 (other ``nn.Linear`` layers become :class:`BFloat16Linear`);
-    ``"int8"`` is ``"bf16"`` with the products of the conformer feed-forward
-    modules (most of the encoder's arithmetic) in int8, so it needs a model
-    with such modules. Calling it again with other ``kernels`` or
-    ``precision`` switches them.
+    bfloat16 (other ``nn.Linear`` layers become :class:`BFloat16Linear`), with
+    a warning where :func:`bfloat16_is_fast` is false (it is then slower than
+    ``"fp32"``). ``"int8"`` multiplies the conformer feed-forward modules
+    (most of the encoder's arithmetic) in int8, so it needs a model with such
+    modules, and the other products in bfloat16 where that is fast, in float32
+    elsewhere. Calling it again with other ``kernels`` or ``precision``
+    switches them.
 
     Arguments
     ---------
@@ -563,9 +588,15 @@ def optimize_for_inference(model: nn.Module, kernels: str = "auto", precision: s
     if precision == "int8" and not any(isinstance(module, FeedForward) for module in model.modules()):
         raise ValueError("precision='int8' quantizes the conformer feed-forward modules, and this model has none "
                          "(a Whisper encoder, say): use 'bf16'")
-    if precision == "int8" and any(p.device.type != "cpu" for p in model.parameters()):
+    devices = {p.device for p in model.parameters()}
+    if precision == "int8" and any(device.type != "cpu" for device in devices):
         raise ValueError("precision='int8' runs on the CPU (torch's dynamic int8 products): on a GPU use 'bf16'")
-    bfloat16 = precision in ("bf16", "int8")
+    fast_bfloat16 = all(bfloat16_is_fast(device) for device in devices)
+    if precision == "bf16" and not fast_bfloat16:
+        warnings.warn(f"precision='bf16' on {', '.join(sorted(map(str, devices)))}: torch has no bfloat16 kernels "
+                      "here (on a CPU they need AVX-512, AMX or ARM's BF16), so its bfloat16 products are slower "
+                      "than float32 ones: 'int8' or 'fp32' is faster", stacklevel=2)
+    bfloat16 = precision == "bf16" or (precision == "int8" and fast_bfloat16)
     linear_kernels = LinearKernels(onednn=resolve_kernels(kernels) == "onednn", bfloat16=bfloat16)
     feed_forward_kernels = LinearKernels(onednn=False, int8=True) if precision == "int8" else linear_kernels
     onednn = linear_kernels.onednn  # bfloat16 products are torch's

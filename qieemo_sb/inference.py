@@ -103,7 +103,8 @@ class QieemoClassifier(Pretrained):
     do ``precision``): same outputs and checkpoint, faster; ``kernels=None``
     keeps the plain modules. ``precision="bf16"`` multiplies in bfloat16
     (the linear products; sums, norms, attention and outputs stay float32),
-    ``"int8"`` likewise with the conformer feed-forward products in int8.
+    ``"int8"`` the conformer feed-forward products in int8 (the others in
+    bfloat16 where the CPU has bfloat16 kernels, in float32 elsewhere).
     """
 
     HPARAMS_NEEDED = ["label_encoder", "sample_rate", "min_duration", "max_chunk", "timeline_window", "timeline_hop"]

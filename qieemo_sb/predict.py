@@ -6,8 +6,8 @@ probability. ``--json`` prints one JSON object per line instead (``file``,
 file that could not be classified). ``--timeline`` classifies windows of
 ``--window`` seconds every ``--hop`` seconds (long recordings), each window
 encoded alone (``--one-pass``: the file encoded once, windows cut from it).
-``--precision bf16`` multiplies in bfloat16, ``int8`` as bf16 with the
-feed-forward products in int8; ``--onnx`` runs the exported ``model.onnx`` in
+``--precision bf16`` multiplies in bfloat16, ``int8`` the feed-forward
+products in int8 (the others as fast as the CPU allows); ``--onnx`` runs the exported ``model.onnx`` in
 onnxruntime (``--precision int8``: ``model.int8.onnx``; no timeline). A bad
 file is reported (naming it) and the others are still classified; the exit
 code is then 1.

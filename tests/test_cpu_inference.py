@@ -2,6 +2,7 @@
 same checkpoint, under either product kernel; the private oneDNN op only where it applies."""
 
 import copy
+import warnings
 
 import pytest
 import torch
@@ -279,13 +280,20 @@ def test_linear_weights_take_the_kernels_layout_and_switch_back():
         assert all(w.is_contiguous() for w in cpu_inference._linear_weights(encoder))
 
 
-def test_bfloat16_products_keep_float32_around_them_and_switch_back():
+def test_bfloat16_products_keep_float32_around_them_and_switch_back(monkeypatch):
     """precision="bf16": same state_dict, every product in bfloat16 (encoder and head, the
     head's plain Linear layers as BFloat16Linear), float32 outputs within bfloat16's rounding
-    of the float32 model; fp32 again gives the plain outputs; training runs the plain forward."""
+    of the float32 model; fp32 again gives the plain outputs; training runs the plain forward;
+    a warning where torch has no bfloat16 kernels."""
     encoder, head = emotion_model()
     plain = torch.nn.ModuleList([encoder, head])
-    model = optimize_for_inference(copy.deepcopy(plain), kernels="default", precision="bf16")
+    monkeypatch.setattr(cpu_inference, "bfloat16_is_fast", lambda device: False)
+    with pytest.warns(UserWarning, match=r"precision='bf16' on cpu: torch has no bfloat16 kernels"):
+        optimize_for_inference(copy.deepcopy(plain), kernels="default", precision="bf16")
+    monkeypatch.setattr(cpu_inference, "bfloat16_is_fast", lambda device: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model = optimize_for_inference(copy.deepcopy(plain), kernels="default", precision="bf16")
     assert all(torch.equal(model.state_dict()[k], v) for k, v in plain.state_dict().items())
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     assert linears and all(type(m) is cpu_inference.BFloat16Linear for m in linears)
@@ -309,18 +317,25 @@ def test_bfloat16_products_keep_float32_around_them_and_switch_back():
         optimize_for_inference(model, precision="fp16")
 
 
-def test_int8_quantizes_the_feed_forward_products_only():
+@pytest.mark.parametrize("bfloat16_is_fast", [True, False])
+def test_int8_quantizes_the_feed_forward_products_only(monkeypatch, bfloat16_is_fast):
     """precision="int8": the state_dict unchanged, the feed-forward modules' products in int8
-    (packed once, reused), every other product in bfloat16, float32 outputs within int8's
-    rounding of the float32 model; a model without feed-forward modules is refused untouched."""
+    (packed once, reused), every other product in bfloat16 where torch has bfloat16 kernels
+    and in float32 elsewhere, float32 outputs within int8's rounding of the float32 model; a
+    model without feed-forward modules is refused untouched."""
     encoder, head = emotion_model()
     plain = torch.nn.ModuleList([encoder, head])
-    model = optimize_for_inference(copy.deepcopy(plain), kernels="default", precision="int8")
+    monkeypatch.setattr(cpu_inference, "bfloat16_is_fast", lambda device: bfloat16_is_fast)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model = optimize_for_inference(copy.deepcopy(plain), kernels="default", precision="int8")
     assert all(torch.equal(model.state_dict()[k], v) for k, v in plain.state_dict().items())
     feed_forward = [m for m in model.modules() if isinstance(m, cpu_inference.InferenceFeedForward)]
     others = [m for m in model.modules() if hasattr(m, "kernels") and m not in feed_forward]
     assert feed_forward and all(m.kernels.int8 and not m.kernels.bfloat16 for m in feed_forward)
-    assert others and all(m.kernels.bfloat16 and not m.kernels.int8 for m in others)
+    assert others and all(m.kernels.bfloat16 == bfloat16_is_fast and not m.kernels.int8 for m in others)
+    plain_linears = [m for m in model.modules() if type(m) in (torch.nn.Linear, cpu_inference.BFloat16Linear)]
+    assert plain_linears and all((type(m) is cpu_inference.BFloat16Linear) == bfloat16_is_fast for m in plain_linears)
     feats, rel = torch.randn(2, 130, 80), torch.tensor([1.0, 0.7])
     with torch.inference_mode():
         want = plain[1](plain[0](feats, rel))
