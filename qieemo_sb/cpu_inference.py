@@ -587,7 +587,7 @@ def optimize_for_inference(model: nn.Module, kernels: str = "auto", precision: s
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision == "int8" and not any(isinstance(module, FeedForward) for module in model.modules()):
         raise ValueError("precision='int8' quantizes the conformer feed-forward modules, and this model has none "
-                         "(a Whisper encoder, say): use 'bf16'")
+                         "(a Whisper encoder, say): use 'bf16' on a CPU with bfloat16 kernels, 'fp32' elsewhere")
     devices = {p.device for p in model.parameters()}
     if precision == "int8" and any(device.type != "cpu" for device in devices):
         raise ValueError("precision='int8' runs on the CPU (torch's dynamic int8 products): on a GPU use 'bf16'")

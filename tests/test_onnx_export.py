@@ -67,13 +67,17 @@ def test_onnx_graph_equals_pytorch_on_padded_batches(onnx_model, held_out):
 
 def test_int8_graph_agrees_with_float32(onnx_model, held_out):
     full, int8 = OnnxClassifier(onnx_model), OnnxClassifier(onnx_model, int8=True)
-    agree, largest = 0, 0.0
+    agree, largest, clear_changed = 0, 0.0, 0
     for path in held_out:
         (want, want_label), (have, have_label) = full.classify_file(path), int8.classify_file(path)
         agree += want_label == have_label
         largest = max(largest, float(np.abs(np.exp(want) - np.exp(have)).max()))
+        second, first = np.sort(np.exp(want).ravel())[-2:]
+        clear_changed += want_label != have_label and first - second > 0.1
     print(f"int8: {agree}/{len(held_out)} labels as float32, max |p difference| {largest:.4f}")
-    assert agree >= 0.95 * len(held_out) and largest < 0.2
+    # Labels may move only where float32 hesitates between two classes (the tiny model trained
+    # here has such clips, more or fewer with the CPU's rounding); the probabilities stay close.
+    assert clear_changed == 0 and agree >= 0.9 * len(held_out) and largest < 0.1
     # The encoder's products are int8; convolutions and the head's products stay float32.
     graph = onnx.load(str(onnx_model / "model.int8.onnx")).graph
     assert onnx.TensorProto.INT8 in {init.data_type for init in graph.initializer}
