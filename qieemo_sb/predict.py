@@ -7,8 +7,9 @@ file that could not be classified). ``--timeline`` classifies windows of
 ``--window`` seconds every ``--hop`` seconds (long recordings), each window
 encoded alone (``--one-pass``: the file encoded once, windows cut from it).
 ``--precision bf16`` multiplies in bfloat16, ``int8`` the feed-forward
-products in int8 (the others as fast as the CPU allows); ``--onnx`` runs the exported ``model.onnx`` in
-onnxruntime (``--precision int8``: ``model.int8.onnx``; no timeline). A bad
+products in int8 (the others in bfloat16 or float32, whichever the CPU runs
+faster); ``--onnx`` runs the exported ``model.onnx`` in onnxruntime
+(``--precision int8``: ``model.int8.onnx``; no timeline). A bad
 file is reported (naming it) and the others are still classified; the exit
 code is then 1.
 
