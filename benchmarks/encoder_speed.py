@@ -106,8 +106,8 @@ def timing_parser(description: str, repeats: bool = True) -> argparse.ArgumentPa
     parser.add_argument("--kernels", choices=[*KERNELS, "none"], default="auto",
                         help="optimize_for_inference's kernels for the Qieemo models (none: plain modules)")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                        help="the Qieemo models' linear products in float32, bfloat16, or bfloat16 with int8 "
-                             "feed-forward products")
+                        help="the Qieemo models' linear products in float32, in bfloat16, or with the "
+                             "feed-forward ones in int8 (optimize_for_inference's precision)")
     return parser
 
 
