@@ -19,8 +19,10 @@ Example
 >>> import torch
 >>> from qieemo_sb.hparams_files import load_hparams
 >>> from qieemo_sb.inference import QieemoClassifier
->>> hparams = load_hparams("recipes/IEMOCAP/Qieemo/hparams/qieemo_tiny.yaml",  # from the checkout's root
-...                        {"pretrained_asr": "unused", "data_folder": "unused"})
+>>> two_blocks = ("{backbone: !include:qieemo_sb:hparams/backbones/efficient_conformer.yaml {d_model: 32, d_ffn: 64,"
+...               " num_blocks: 2, block_strides: [1, 2], frontend_channels: 8}, mmf_blocks: [1, 2],"
+...               " pretrained_asr: unused, data_folder: unused}")  # two small blocks: a quick export
+>>> hparams = load_hparams("recipes/IEMOCAP/Qieemo/hparams/qieemo_tiny.yaml", two_blocks)  # from the checkout
 >>> with torch.no_grad():  # random weights; the normalizer needs some statistics
 ...     _ = hparams["normalize"].train()(hparams["compute_features"](torch.randn(1, 16000)), torch.ones(1))
 >>> classifier = QieemoClassifier.from_training_hparams(hparams, run_opts={"device": "cpu"}, kernels=None)

@@ -14,11 +14,18 @@ Example
 from pathlib import Path
 from typing import Sequence, Union
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
-import numpy as np  # noqa: E402
+
+def _pyplot():
+    """``matplotlib.pyplot`` on the Agg backend, imported on the first plot: every
+    fold's training process imports this module, and few of them plot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def plot_confusion(
@@ -27,6 +34,7 @@ def plot_confusion(
     """Counts in the cells, colours by row share (recall) so classes compare."""
     matrix = np.asarray(matrix)
     shares = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    plt = _pyplot()
     figure, axes = plt.subplots(figsize=(1.2 * len(labels) + 2, 1.1 * len(labels) + 1.5))
     image = axes.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
     for row in range(len(labels)):
@@ -55,6 +63,7 @@ def plot_block_scores(
     title: str,
 ) -> None:
     """Mean +- std (over folds) of a score for each encoder block."""
+    plt = _pyplot()
     figure, axes = plt.subplots(figsize=(6, 3.5))
     mean, std = 100 * np.asarray(mean), 100 * np.asarray(std)
     axes.errorbar(blocks, mean, yerr=std, marker="o", capsize=3)

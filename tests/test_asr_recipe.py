@@ -78,30 +78,31 @@ def test_full_size_recipe_builds_and_runs_forward(name):
 
 
 @pytest.fixture(scope="module")
-def ten_epochs(libri_corpus, tmp_path_factory):
-    """Ten epochs (740 steps, ~2.5 min on 2 cores) of the tiny backbone-1 recipe: its output folder."""
-    output = tmp_path_factory.mktemp("ten_epochs") / "run"
-    run_recipe("efficient_conformer_tiny.yaml", libri_corpus, output, "--number_of_epochs", "10")
+def six_epochs(libri_corpus, tmp_path_factory):
+    """The first six of the tiny backbone-1 recipe's ten epochs (444 steps): its output folder."""
+    output = tmp_path_factory.mktemp("six_epochs") / "run"
+    run_recipe("efficient_conformer_tiny.yaml", libri_corpus, output, "--number_of_epochs", "6")
     return output
 
 
-def test_tiny_training_lowers_dev_error_rate(ten_epochs):
-    """The run reaches dev CER (CTC best path) 100.0 -> 66.4 and dev loss 106 -> 91
+def test_tiny_training_lowers_dev_error_rate(six_epochs):
+    """The run reaches dev CER (CTC best path) 100.0 -> 78.0 and dev loss 106 -> 91.4
     (benchmarks/RESULTS.md); the thresholds leave room for run-to-run variation."""
-    rows = epoch_lines(ten_epochs / "train_log.txt")
-    assert [epoch for epoch, _, _ in rows] == list(range(1, 11))
+    rows = epoch_lines(six_epochs / "train_log.txt")
+    assert [epoch for epoch, _, _ in rows] == list(range(1, 7))
     first, last = rows[0][2], rows[-1][2]
     print(f"dev CER {first['CER']:.1f} -> {last['CER']:.1f}, loss {first['loss']:.1f} -> {last['loss']:.1f}")
-    assert last["CER"] <= first["CER"] - 20, (first, last)
+    assert last["CER"] <= first["CER"] - 12, (first, last)
     assert last["loss"] < 0.9 * first["loss"], (first, last)
 
 
-def test_tiny_trained_encoder_last_block_depends_on_the_audio(ten_epochs, libri_corpus):
+def test_tiny_trained_encoder_last_block_depends_on_the_audio(six_epochs, libri_corpus):
     """The last block (CTC's input, CMA's keys in stage 2) of a dev clip differs from its output for
     the corpus-mean features (zeros once normalized) of the same length: relative mean difference
-    about 0.7 at initialisation, 1.02 after this training. An encoder whose output is a function of the
-    frame position only (what eq 5's normalized residual trains into at this size: 3e-5) fails."""
-    pretrained = ten_epochs / "pretrained"
+    about 0.7 at initialisation, 0.64 after these six epochs. An encoder whose output is a function of
+    the frame position only (what eq 5's normalized residual trains into at this size: below 1e-5 after
+    the same six epochs) fails."""
+    pretrained = six_epochs / "pretrained"
     backbone = load_exported_backbone(pretrained)
     encoder, normalize = backbone["encoder"], backbone["normalize"]
     load_state_dict_strict(encoder, pretrained / "encoder.ckpt")
@@ -136,9 +137,11 @@ def test_tiny_recipe_trains_evaluates_and_exports(libri_corpus, tmp_path, name, 
     assert (pretrained / "tokenizer.model").is_file()
 
 
-def test_interrupted_run_resumes_from_its_checkpoint(libri_corpus, tmp_path):
+def test_interrupted_run_resumes_from_its_checkpoint(libri_corpus, six_epochs, tmp_path):
+    """Killed inside its one epoch, the run resumes at the checkpointed step: the epoch ends after
+    exactly the steps an uninterrupted epoch takes (six_epochs' first), none of them run twice."""
     output = tmp_path / "run"
-    args = ("efficient_conformer_tiny.yaml", libri_corpus, output, "--number_of_epochs", "2", "--ckpt_interval_steps", "1")
+    args = ("efficient_conformer_tiny.yaml", libri_corpus, output, "--number_of_epochs", "1", "--ckpt_interval_steps", "1")
     process = run_recipe(*args, wait=False)
     deadline = time.time() + 300
     checkpoints = []
@@ -161,8 +164,8 @@ def test_interrupted_run_resumes_from_its_checkpoint(libri_corpus, tmp_path):
     log = run_recipe(*args)
     assert "Loading a checkpoint from" in log
     rows = epoch_lines(output / "train_log.txt")
-    assert [epoch for epoch, _, _ in rows] == [1, 2]  # each epoch once: no restart from zero
-    assert rows[-1][1] > saved_step
+    steps_per_epoch = epoch_lines(six_epochs / "train_log.txt")[0][1]
+    assert [(epoch, steps) for epoch, steps, _ in rows] == [(1, steps_per_epoch)]
     assert (output / "pretrained" / "encoder.ckpt").is_file()
 
 

@@ -12,8 +12,8 @@ import torch
 from qieemo_sb.hparams_files import load_hparams
 from recipe_runs import RECIPE, emotion_args, run
 
-# test_one_fold_learns_above_chance reaches validation WA 0.52-0.59 (majority class
-# 0.328) and UA 0.55-0.61 (chance 0.25): the margins leave room below that.
+# test_one_fold_learns_above_chance reaches validation WA 0.46-0.59 (majority class
+# 0.328) and UA 0.53-0.61 (chance 0.25): the margins leave room below that.
 WA_MARGIN, UA_MARGIN = 0.12, 0.15
 TINY_BACKBONE_2 = "!include:qieemo_sb:hparams/backbones/conformer_tiny.yaml"
 
@@ -104,19 +104,21 @@ def test_full_size_backbone2_recipe_builds(stage1):
 
 
 def test_fold_runner_writes_tables_and_resumes_finished_folds(stage1, iemocap_tiny, tmp_path):
+    """Three of the five sessions (`qieemo demo` and `reproduce` run all five through this runner)."""
     args = ["hparams/qieemo_tiny.yaml",
-            *emotion_args(iemocap_tiny, stage1["efficient_conformer_tiny"], tmp_path, "--number_of_epochs", 1)]
+            *emotion_args(iemocap_tiny, stage1["efficient_conformer_tiny"], tmp_path, "--number_of_epochs", 1,
+                          "--folds", "[1, 2, 3]")]
     first = run("run_folds.py", *args).stdout
     summary = json.loads((tmp_path / "results.json").read_text())
-    assert sorted(summary["folds"]) == ["1", "2", "3", "4", "5"]
-    assert sum(len(f["targets"]) for f in summary["folds"].values()) == 45  # every kept turn tested once
-    assert int(np.sum(summary["pooled"]["support"])) == 45
+    assert sorted(summary["folds"]) == ["1", "2", "3"]
+    assert sum(len(f["targets"]) for f in summary["folds"].values()) == 27  # each test session's 9 kept turns once
+    assert int(np.sum(summary["pooled"]["support"])) == 27
     for key in ("wa", "ua", "wf1", "macro_f1"):
         assert 0.0 <= summary["mean"][key] <= 1.0 and summary["std"][key] >= 0.0
     table = (tmp_path / "results.md").read_text()
-    assert table.count("\n| ") >= 5 + 2 + 5 and "| **mean** |" in table
+    assert table.count("\n| ") >= 3 + 2 + 5 and "| **mean** |" in table
     assert (tmp_path / "confusion.png").stat().st_size > 1000
-    assert "fold 5: training" in first and "| pooled | 45 |" in first
+    assert "fold 3: training" in first and "fold 4" not in first and "| pooled | 27 |" in first
 
     (tmp_path / "fold_3" / "test_metrics.json").unlink()
     again = run("run_folds.py", *args).stdout
@@ -187,9 +189,8 @@ def test_one_fold_learns_above_chance(learned_fold):
     """Fold 1 of qieemo_tiny on the small corpus: the kept checkpoint clears chance by a wide
     margin on the validation turns (never trained on) and the held-out session is scored.
 
-    The held-out session's WA is printed, not asserted: for this 4-minute model on a barely
-    trained tiny encoder it moves with float rounding alone (0.26-0.39 between machines), while
-    validation UA stays at 0.51-0.61.
+    The held-out session's WA is printed, not asserted: for this barely trained tiny encoder it
+    has moved with float rounding alone between machines, while validation UA stays clear of chance.
     """
     scores = json.loads((learned_fold / "test_metrics.json").read_text())
     epochs = {int(m[1]): (float(m[2]) / 100, float(m[3]) / 100) for m in re.finditer(
