@@ -8,7 +8,7 @@ each step with the real recipe or tool a user would run by hand:
    with dev/test error rates of the untrained and of the trained model
    (``asr/``, ``asr/error_rates.json``);
 3. stage 2, ``recipes/IEMOCAP/Qieemo/run_folds.py`` with ``qieemo_tiny.yaml``:
-   the 5 leave-one-session-out folds of Qieemo and of the no-pretraining
+   the 5 leave-one-session-out folds (2 at ``--size tiny``) of Qieemo and of the no-pretraining
    ablation (``emotion/qieemo``, ``emotion/no_pretraining``), and the table of
    both (``results.md``);
 4. ``qieemo export`` of fold 1 (``model/``), then ``foreign_class`` on that
@@ -24,8 +24,8 @@ Example
 >>> paths = DemoPaths(Path("qieemo_demo"))
 >>> paths.model.name, paths.experiment("no_pretraining").relative_to(paths.out).as_posix()
 ('model', 'emotion/no_pretraining')
->>> DEMO_SIZES["tiny"].emotion_epochs
-1
+>>> DEMO_SIZES["tiny"].emotion_epochs, DEMO_SIZES["tiny"].fold_overrides()
+(1, ['--folds', '[1, 2]'])
 """
 
 import argparse
@@ -35,7 +35,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 ASR_RECIPE = Path("LibriSpeech", "ASR")  # inside the recipes folder
 EMOTION_RECIPE = Path("IEMOCAP", "Qieemo")
@@ -63,6 +63,8 @@ class DemoSize:
         Epochs of the stage-1 run and of each stage-2 fold.
     asr_warmup_steps : int
         Warm-up steps of the stage-1 learning rate (about one epoch).
+    folds : tuple of int
+        The IEMOCAP sessions held out in turn by each stage-2 experiment.
     """
 
     synth_size: str
@@ -72,22 +74,29 @@ class DemoSize:
     asr_epochs: int
     emotion_epochs: int
     asr_warmup_steps: int = 80
+    folds: Tuple[int, ...] = (1, 2, 3, 4, 5)
 
     def asr_overrides(self) -> list:
         """The stage-1 recipe's command-line overrides for this size."""
         return ["--number_of_epochs", self.asr_epochs, "--output_neurons", self.asr_units,
                 "--n_warmup_steps", self.asr_warmup_steps]
 
+    def fold_overrides(self) -> list:
+        """``run_folds.py``'s ``--folds`` for this size."""
+        return ["--folds", f"[{', '.join(map(str, self.folds))}]"]
+
 
 #: ``small``: the README's demo (20 minutes on 2 CPU cores); ``tiny``: the
-#: pipeline in a few minutes (tests), figures meaningless.
+#: pipeline in a few minutes (tests; 2 folds: the other sessions would repeat
+#: the same steps), figures meaningless.
 DEMO_SIZES = {
     "small": DemoSize(
         "small", librispeech_scale=1.0, iemocap_scale=0.5, asr_units=400, asr_epochs=6, emotion_epochs=4,
         asr_warmup_steps=800,
     ),
     "tiny": DemoSize(
-        "tiny", librispeech_scale=1.0, iemocap_scale=1.0, asr_units=60, asr_epochs=1, emotion_epochs=1
+        "tiny", librispeech_scale=1.0, iemocap_scale=1.0, asr_units=60, asr_epochs=1, emotion_epochs=1,
+        folds=(1, 2),
     ),
 }
 
@@ -164,7 +173,7 @@ def run_asr_recipe(recipes: Path, hparams_name: str, data: Path, output: Path, o
 def run_folds_recipe(
     recipes: Path, hparams_name: str, data: Path, pretrained: Path, folder: Path, overrides: Sequence
 ) -> dict:
-    """All 5 folds of one stage-2 experiment in ``folder`` (finished folds are skipped); its results.json."""
+    """Every fold of one stage-2 experiment in ``folder`` (finished folds are skipped); its results.json."""
     recipe = recipes / EMOTION_RECIPE
     run_command([
         sys.executable, recipe / "run_folds.py", recipe / "hparams" / hparams_name,
@@ -222,7 +231,7 @@ def train_emotion(paths: DemoPaths, size: DemoSize, recipes: Path) -> Dict[str, 
         print(f"--- {name} ({folder})", flush=True)
         summaries[name] = run_folds_recipe(
             recipes, "qieemo_tiny.yaml", paths.data / "IEMOCAP_full_release", paths.pretrained, folder,
-            ["--number_of_epochs", size.emotion_epochs, *overrides],
+            ["--number_of_epochs", size.emotion_epochs, *size.fold_overrides(), *overrides],
         )
     return summaries
 
@@ -321,7 +330,8 @@ def run_demo(out: Path, size: str = "small", progress: bool = True, recipes: Opt
     rates = train_asr(paths, settings, recipes)
     asr_table = error_rates_table(rates)
     print(asr_table)
-    _step(3, f"stage 2: 5 folds of {' and '.join(EXPERIMENTS)}, {settings.emotion_epochs} epochs each")
+    _step(3, f"stage 2: {len(settings.folds)} folds of {' and '.join(EXPERIMENTS)}, "
+             f"{settings.emotion_epochs} epochs each")
     summaries = train_emotion(paths, settings, recipes)
     emotion_table = comparison_table(summaries)
     print(emotion_table)
@@ -331,7 +341,7 @@ def run_demo(out: Path, size: str = "small", progress: bool = True, recipes: Opt
     print(predictions_table)
     paths.results.write_text(
         f"# qieemo demo ({size})\n\n## Stage 1: tiny ASR, dev/test error rates (%)\n\n{asr_table}\n\n"
-        "## Stage 2: leave-one-session-out test scores (%), mean +- std over 5 folds\n\n"
+        f"## Stage 2: leave-one-session-out test scores (%), mean +- std over {len(settings.folds)} folds\n\n"
         f"{emotion_table}\n\n## Held-out clips (session 1) through foreign_class\n\n{predictions_table}\n"
     )
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from qieemo_sb.demo import EXPERIMENTS, DemoPaths, find_recipes, run_demo, summary_files
+from qieemo_sb.demo import DEMO_SIZES, EXPERIMENTS, DemoPaths, find_recipes, run_demo, summary_files
 from recipe_runs import ROOT
 
 LABELS = ["neu", "hap", "sad", "ang"]
@@ -63,12 +63,14 @@ def test_tiny_demo_interrupted_then_continued_produces_every_file_it_names(tmp_p
             assert 0 <= figures["CER"] <= 100 and figures["WER"] >= 0
     assert set(rates["after_test_search"]) == {"test-clean"}
 
+    folds = DEMO_SIZES["tiny"].folds
     for name in EXPERIMENTS:
         summary = json.loads((paths.experiment(name) / "results.json").read_text())
-        assert sorted(summary["folds"]) == ["1", "2", "3", "4", "5"]
-        assert f"| {name} | 5 | " in output
+        assert sorted(summary["folds"], key=int) == [str(k) for k in folds]
+        assert f"| {name} | {len(folds)} | " in output
     results = paths.results.read_text()
-    assert "WER before" in results and "| qieemo | 5 |" in results and "| no_pretraining | 5 |" in results
+    assert "WER before" in results and f"| qieemo | {len(folds)} |" in results
+    assert f"| no_pretraining | {len(folds)} |" in results
 
     predictions = json.loads(paths.held_out.read_text())
     assert [p["target"] for p in predictions] == LABELS
@@ -80,7 +82,7 @@ def test_tiny_demo_interrupted_then_continued_produces_every_file_it_names(tmp_p
 
     # A third run has nothing left to do.
     third = subprocess.run(demo_command(out), capture_output=True, text=True, timeout=300)
-    assert third.returncode == 0 and third.stdout.count("finished earlier") == 1 + 2 * 5
+    assert third.returncode == 0 and third.stdout.count("finished earlier") == 1 + len(EXPERIMENTS) * len(folds)
     assert ": done in" not in third.stdout
 
 

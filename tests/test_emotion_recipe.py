@@ -104,21 +104,19 @@ def test_full_size_backbone2_recipe_builds(stage1):
 
 
 def test_fold_runner_writes_tables_and_resumes_finished_folds(stage1, iemocap_tiny, tmp_path):
-    """Three of the five sessions (`qieemo demo` and `reproduce` run all five through this runner)."""
     args = ["hparams/qieemo_tiny.yaml",
-            *emotion_args(iemocap_tiny, stage1["efficient_conformer_tiny"], tmp_path, "--number_of_epochs", 1,
-                          "--folds", "[1, 2, 3]")]
+            *emotion_args(iemocap_tiny, stage1["efficient_conformer_tiny"], tmp_path, "--number_of_epochs", 1)]
     first = run("run_folds.py", *args).stdout
     summary = json.loads((tmp_path / "results.json").read_text())
-    assert sorted(summary["folds"]) == ["1", "2", "3"]
-    assert sum(len(f["targets"]) for f in summary["folds"].values()) == 27  # each test session's 9 kept turns once
-    assert int(np.sum(summary["pooled"]["support"])) == 27
+    assert sorted(summary["folds"]) == ["1", "2", "3", "4", "5"]
+    assert sum(len(f["targets"]) for f in summary["folds"].values()) == 45  # every kept turn tested once
+    assert int(np.sum(summary["pooled"]["support"])) == 45
     for key in ("wa", "ua", "wf1", "macro_f1"):
         assert 0.0 <= summary["mean"][key] <= 1.0 and summary["std"][key] >= 0.0
     table = (tmp_path / "results.md").read_text()
-    assert table.count("\n| ") >= 3 + 2 + 5 and "| **mean** |" in table
+    assert table.count("\n| ") >= 5 + 2 + 5 and "| **mean** |" in table
     assert (tmp_path / "confusion.png").stat().st_size > 1000
-    assert "fold 3: training" in first and "fold 4" not in first and "| pooled | 27 |" in first
+    assert "fold 5: training" in first and "| pooled | 45 |" in first
 
     (tmp_path / "fold_3" / "test_metrics.json").unlink()
     again = run("run_folds.py", *args).stdout

@@ -5,7 +5,7 @@ import re
 import subprocess
 import sys
 
-from qieemo_sb.reproduce import ASR_HPARAMS, TABLE2_ROWS, ReproducePaths
+from qieemo_sb.reproduce import ASR_HPARAMS, REPRODUCE_SIZES, TABLE2_ROWS, ReproducePaths
 from recipe_runs import ROOT
 
 
@@ -32,20 +32,21 @@ def test_tiny_reproduce_writes_both_tables_then_skips_every_finished_step(tmp_pa
     def rows(section):
         return [line for line in section.splitlines() if any(line.startswith(f"| {r.title} |") for r in TABLE2_ROWS)]
 
-    assert len(rows(table2)) == 5
+    folds = REPRODUCE_SIZES["tiny"].folds
+    assert len(rows(table2)) == 5 and f"mean +- std over {len(folds)} folds" in results
     for line in rows(table2):
-        assert line.count("+-") == 3 and len(line.strip("|").split("|")) == 3 + 1 + 5  # UA WA WF1, title, 5 folds
-    # Every test turn of the 5 folds is counted under exactly one carrier.
+        assert line.count("+-") == 3 and len(line.strip("|").split("|")) == 3 + 1 + len(folds)  # UA WA WF1, title
+    # Every test turn of the folds is counted under exactly one carrier.
     test_turns = sum(
         len((paths.row(TABLE2_ROWS[0]) / f"fold_{k}" / "test_predictions.csv").read_text().splitlines()) - 1
-        for k in range(1, 6)
+        for k in folds
     )
     assert len(rows(by_carrier)) == 5
     for line in rows(by_carrier):
         assert sum(int(n) for n in re.findall(r"\((\d+)\)", line)) == test_turns
     for row in TABLE2_ROWS:
         summary = json.loads((paths.row(row) / "results.json").read_text())
-        assert sorted(summary["folds"]) == ["1", "2", "3", "4", "5"]
+        assert sorted(summary["folds"], key=int) == [str(k) for k in folds]
     times = json.loads(paths.times.read_text())
     assert len(times) == 1 + 2 + 1 + 5 and all(seconds > 0 for seconds in times.values())
     assert "| **total** |" in results
