@@ -8,9 +8,9 @@ each step with the real recipe or tool a user would run by hand:
    with dev/test error rates of the untrained and of the trained model
    (``asr/``, ``asr/error_rates.json``);
 3. stage 2, ``recipes/IEMOCAP/Qieemo/run_folds.py`` with ``qieemo_tiny.yaml``:
-   the 5 leave-one-session-out folds (2 at ``--size tiny``) of Qieemo and of the no-pretraining
-   ablation (``emotion/qieemo``, ``emotion/no_pretraining``), and the table of
-   both (``results.md``);
+   the 5 leave-one-session-out folds (2 at ``--size tiny``) of Qieemo and of
+   the no-pretraining ablation (``emotion/qieemo``, ``emotion/no_pretraining``),
+   and the table of both (``results.md``);
 4. ``qieemo export`` of fold 1 (``model/``), then ``foreign_class`` on that
    folder classifies one held-out clip (session 1, never trained on) per class.
 

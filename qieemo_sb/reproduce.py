@@ -8,8 +8,8 @@ tables of the paper:
    dev/test error rates before and after training;
 3. Table I: ``probe.py`` on backbone 1's frozen encoder (``probe/``);
 4. Table II: the 5 leave-one-session-out folds (2 at ``--size tiny``) of
-   Qieemo with each backbone and of the three ablations (``table2/<row>/``), each row with the same
-   schedule (:func:`stage2_overrides`);
+   Qieemo with each backbone and of the three ablations (``table2/<row>/``),
+   each row with the same schedule (:func:`stage2_overrides`);
 5. ``results.md``: the stage-1 error rates, both tables (per fold and mean
    +- std over folds; Table II also by what carries each test turn's emotion:
    wording, prosody or both), the probe plot and the time of every step
